@@ -1,0 +1,174 @@
+"""The algorithm plugin API: what an algorithm declares and what it is given.
+
+An algorithm is a class deriving from :class:`Algorithm`, announced by an
+:class:`AlgorithmSpec` returned from the ``alignkit_register_algorithms`` hook::
+
+    from dataclasses import dataclass
+    from alignkit import hookimpl, Algorithm, AlgorithmSpec
+
+    @dataclass
+    class MyConfig:
+        beta: float = 0.1  # strength of the thing
+
+    class MyAlgo(Algorithm):
+        data_kind = "preference"
+        needs_reference = True
+
+        def compute_loss(self, batch):
+            ...
+            return loss, {"loss": loss.detach()}
+
+    @hookimpl
+    def alignkit_register_algorithms():
+        return [AlgorithmSpec("myalgo", MyConfig, MyAlgo, "one-line description")]
+
+Batches by ``data_kind`` (built by :mod:`alignkit.data.collate`; ``labels`` are
+*unshifted* token ids with -100 on prompt and padding; the causal shift happens
+once, inside :func:`alignkit.modeling.token_logprobs`):
+
+* ``sft``: ``input_ids``, ``attention_mask``, ``labels``: ``[B, T]``.
+* ``preference``: ``chosen_input_ids``, ``chosen_attention_mask``, ``chosen_labels``
+  and the same three for ``rejected_``, all ``[B, T]`` padded to one ``T`` (so the
+  two halves can be concatenated into one ``[2B, T]`` forward); ``margin`` ``[B]``.
+* ``ranked``: ``input_ids``, ``attention_mask``, ``labels`` ``[B, K, T]``;
+  ``scores`` ``[B, K]`` (float); ``valid`` ``[B, K]`` (bool, False for list padding).
+* ``prompt``: ``prompt_input_ids``, ``prompt_attention_mask`` ``[B, Tp]`` *left*
+  padded for generation; ``prompts`` (list of str, the raw prompts) and
+  ``references`` (list of str or None: a known good response when the data has one).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+if TYPE_CHECKING:
+    import torch
+    from omegaconf import DictConfig
+
+DATA_KINDS = ("sft", "preference", "ranked", "prompt")
+
+
+@dataclass
+class AlgorithmSpec:
+    """What a plugin registers for one algorithm."""
+
+    name: str  #: value of ``algo=`` on the command line
+    config_class: type  #: a dataclass; stored in Hydra's ConfigStore as ``algo/<name>``
+    algorithm_class: type  #: a subclass of :class:`Algorithm`
+    description: str  #: one line, shown by ``alignkit list``
+    paper: str = ""  #: citation shown by ``alignkit list``
+
+
+@dataclass
+class RunContext:
+    """Everything a run owns, handed to algorithms and lifecycle hooks.
+
+    The trainer fills it; algorithms read models and call :meth:`backward` and
+    :meth:`optimizer_step` rather than touching the optimiser themselves, so the
+    loop keeps gradient accumulation, clipping, mixed precision and (later)
+    data parallelism in one place.
+    """
+
+    cfg: DictConfig  #: the whole resolved run config
+    output_dir: Path
+    tokenizer: Any = None
+    policy: Any = None  #: the trained model (``transformers`` model, maybe wrapped by peft)
+    reference: Any = None  #: :class:`alignkit.models.ReferenceModel` when the algorithm needs one
+    accelerator: Any = None
+    registry: Any = None  #: :class:`alignkit.registry.Registry`
+    trainer: Any = None  #: :class:`alignkit.trainer.Trainer`
+    extra: dict = field(default_factory=dict)  #: free space for plugins
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backpropagate ``loss`` (scaled for mixed precision when needed)."""
+        self.trainer.backward(loss)
+
+    def optimizer_step(self) -> dict[str, float]:
+        """Clip gradients, step optimiser and LR schedule, zero gradients.
+        Returns ``{"grad_norm": ..., "lr": ...}``."""
+        return self.trainer.optimizer_step()
+
+    def log(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Write extra metrics (names with a ``/``, e.g. ``rollout/score``)."""
+        self.trainer.log_metrics(metrics, step=step)
+
+    def reward_function(self, name: str) -> Callable[..., list[float]]:
+        return self.registry.reward_function(name)
+
+
+class Algorithm:
+    """Base class for algorithms. Subclasses set the class attributes and
+    implement :meth:`compute_loss`; online methods override :meth:`train_step`.
+    """
+
+    #: which batches the algorithm trains on (see module docstring)
+    data_kind: ClassVar[str] = "preference"
+    #: which batches it is evaluated on; defaults to ``data_kind``
+    eval_data_kind: ClassVar[str | None] = None
+    #: ``causal_lm`` (AutoModelForCausalLM) or ``reward`` (scalar-head sequence classifier)
+    model_kind: ClassVar[str] = "causal_lm"
+    #: whether the trainer should build a frozen reference model
+    needs_reference: ClassVar[bool] = False
+
+    def __init__(self, cfg: Any, run: RunContext):
+        self.cfg = cfg  #: the algorithm's config dataclass instance
+        self.run = run
+
+    # -- hooks the trainer calls ------------------------------------------------
+    def setup(self) -> None:
+        """Called once after models and data exist, before training."""
+
+    def tokenize(self, example: dict) -> dict | None:
+        """Turn one normalised example into token ids (``None`` drops it).
+        Default: :func:`alignkit.data.tokenize.tokenize_example` for ``data_kind``."""
+        from alignkit.data.tokenize import tokenize_example
+
+        return tokenize_example(example, self.data_kind, self.run.tokenizer, self.run.cfg.data)
+
+    def collate(self, features: list[dict], kind: str | None = None) -> dict:
+        """Pad tokenised examples into a batch (see module docstring)."""
+        from alignkit.data.collate import collate
+
+        return collate(features, kind or self.data_kind, self.run.tokenizer)
+
+    def compute_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Return ``(loss, metrics)`` for one micro-batch. Metric values may be
+        0-dim tensors or floats; they are averaged over micro-batches."""
+        raise NotImplementedError(f"{type(self).__name__} must implement compute_loss")
+
+    def train_step(self, micro_batches: list[dict]) -> dict[str, float]:
+        """One optimiser step over ``micro_batches`` (gradient accumulation).
+        Online algorithms override this to roll out, score and run several
+        optimiser steps through :meth:`RunContext.optimizer_step`."""
+        sums: dict[str, float] = {}
+        n = len(micro_batches)
+        for batch in micro_batches:
+            loss, metrics = self.compute_loss(batch)
+            self.run.backward(loss / n)
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + float(v) / n
+        sums.update(self.run.optimizer_step())
+        return sums
+
+    def evaluate(self, batch: dict) -> dict[str, float]:
+        """Metrics of one held-out batch (means over the batch); the trainer
+        averages them over batches weighted by batch size."""
+        import torch
+
+        with torch.no_grad():
+            loss, metrics = self.compute_loss(batch)
+        out = {k: float(v) for k, v in metrics.items()}
+        out["loss"] = float(loss)
+        return out
+
+    def state_dict(self) -> dict:
+        """Algorithm state to checkpoint (e.g. an adaptive KL coefficient)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

@@ -1,0 +1,101 @@
+"""Every hook alignkit calls, in one place.
+
+A plugin is any module or object with functions named like the specs below and
+decorated with ``alignkit.hookimpl``. Plugins are found through the
+``alignkit.plugins`` entry-point group; alignkit's own algorithms register
+through the very same group (see ``setup.py``), so a third-party plugin has
+exactly the powers of a built-in one.
+
+Registration hooks return lists; alignkit collects the results of *all*
+plugins (no first-result-wins) and raises an error naming both plugins when two
+claim the same name. Lifecycle hooks are notifications: their return values
+are ignored and every implementation is called.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import pluggy
+
+if TYPE_CHECKING:
+    from alignkit.algorithm import AlgorithmSpec, RunContext
+    from alignkit.data.formats import DataFormatSpec, DatasetPreset
+
+hookspec = pluggy.HookspecMarker("alignkit")
+
+
+# --------------------------------------------------------------------------
+# Registration: called once when the plugin manager is built, before any
+# config is composed (algorithm configs go into Hydra's ConfigStore).
+# --------------------------------------------------------------------------
+
+
+@hookspec
+def alignkit_register_algorithms() -> list[AlgorithmSpec]:
+    """Return the algorithms this plugin provides.
+
+    Each :class:`alignkit.AlgorithmSpec` names the algorithm (the value of
+    ``algo=`` on the command line), its config dataclass (stored in Hydra's
+    ConfigStore under ``algo/<name>`` so overrides are type-checked), the
+    implementation class and a one-line description shown by ``alignkit list``.
+    """
+
+
+@hookspec
+def alignkit_register_data_formats() -> list[DataFormatSpec]:
+    """Return record formats this plugin can read.
+
+    A :class:`alignkit.DataFormatSpec` has a ``name`` (used as ``format:`` in a
+    data source), the example ``kind`` it produces (``sft``, ``preference``,
+    ``ranked`` or ``prompt``) and a ``convert(record, fields) -> dict`` function
+    that maps one raw record to alignkit's normalised example for that kind.
+    """
+
+
+@hookspec
+def alignkit_register_datasets() -> list[DatasetPreset]:
+    """Return named data presets (usable as ``data=<name>`` when no YAML of that
+    name exists in ``conf/data``). Each :class:`alignkit.DatasetPreset` holds a
+    name, a description and the data config as a plain dict."""
+
+
+@hookspec
+def alignkit_register_reward_functions() -> dict[str, Callable[..., list[float]]]:
+    """Return reward functions by name.
+
+    A reward function is ``f(prompts: list[str], completions: list[str], **kw)
+    -> list[float]``; online algorithms (PPO, RAFT, GRPO, RLOO, ranked-list
+    sampling) select one with ``reward.function=<name>``.
+    """
+
+
+# --------------------------------------------------------------------------
+# Lifecycle: called by the trainer while a run goes on. ``run`` is the
+# :class:`alignkit.RunContext` (config, models, tokenizer, output folder).
+# --------------------------------------------------------------------------
+
+
+@hookspec
+def alignkit_on_train_start(run: RunContext) -> None:
+    """Called once after models, data and optimiser are built, before step 1."""
+
+
+@hookspec
+def alignkit_on_step_end(run: RunContext, step: int, metrics: dict[str, float]) -> None:
+    """Called after every optimiser step with that step's training metrics
+    (names like ``train/loss``)."""
+
+
+@hookspec
+def alignkit_on_evaluate(run: RunContext, step: int, metrics: dict[str, float]) -> None:
+    """Called after each evaluation with its metrics (names like ``eval/loss``)."""
+
+
+@hookspec
+def alignkit_on_checkpoint_saved(run: RunContext, step: int, path: str) -> None:
+    """Called after a checkpoint folder has been completely written to ``path``."""
+
+
+@hookspec
+def alignkit_on_train_end(run: RunContext, metrics: dict[str, Any]) -> None:
+    """Called once after the final model is saved, with the last metrics."""
