@@ -1,0 +1,24 @@
+"""Config dataclasses shared by the online algorithms (nested as ``algo.generation`` and ``algo.reward``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+__all__ = ["SamplingConfig", "RewardConfig"]
+
+
+@dataclass
+class SamplingConfig:
+    max_new_tokens: int = 32  #: response length cap; a response without EOS by then is "truncated"
+    temperature: float = 1.0  #: sampling temperature; <= 0 means greedy
+    top_k: int = 0  #: keep the k most likely tokens (0 = off)
+    top_p: float = 1.0  #: nucleus sampling mass (1 = off)
+
+
+@dataclass
+class RewardConfig:
+    function: Optional[str] = None  #: name of a reward function registered by a plugin
+    model_path: Optional[str] = None  #: an ``algo=rm`` run's ``final/`` folder (used when ``function`` is unset)
+    kwargs: dict[str, Any] = field(default_factory=dict)  #: extra keyword arguments for the reward function
+    batch_size: int = 16  #: reward-model scoring batch size
+    missing_eos_penalty: float = 0.0  #: subtracted from the score of a response that never emitted EOS

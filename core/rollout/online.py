@@ -1,0 +1,121 @@
+"""``OnlineAlgorithm``: what PPO, RAFT, GRPO and RLOO share.
+
+A subclass's config must have ``generation`` (:class:`SamplingConfig`), ``reward``
+(:class:`RewardConfig`), ``num_samples`` (responses per prompt) and ``log_samples``
+(responses written to ``samples.jsonl`` per iteration); it implements
+:meth:`train_step` using :meth:`rollout`, :meth:`logprobs` and :meth:`timer`.
+"""
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import torch
+
+from alignkit.algorithm import Algorithm
+from alignkit.rollout.generation import Rollout, concat_prompt_batches, generate, stop_token_ids
+from alignkit.rollout.rewards import RewardScorer
+
+__all__ = ["OnlineAlgorithm", "minibatches"]
+
+
+def minibatches(n: int, num_minibatches: int, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+    """A random permutation of ``range(n)`` split into ``num_minibatches`` near-equal index tensors."""
+    k = max(1, min(int(num_minibatches), n))
+    return list(torch.randperm(n, generator=generator).chunk(k))
+
+
+class OnlineAlgorithm(Algorithm):
+    data_kind = "prompt"
+
+    def setup(self) -> None:
+        self.scorer = RewardScorer.from_config(self.cfg.reward, self.run)
+        self.iteration = 0
+        self.times: dict[str, float] = {}
+        self.samples_path = self.run.output_dir / "samples.jsonl"
+        self.generator = torch.Generator().manual_seed(int(self.run.cfg.trainer.seed))
+
+    # -- timing --------------------------------------------------------------------------
+    @contextmanager
+    def timer(self, name: str) -> Iterator[None]:
+        """Add the wall time of the block to ``time/<name>`` of this iteration's metrics."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[f"time/{name}"] = self.times.get(f"time/{name}", 0.0) + time.perf_counter() - t0
+
+    def pop_times(self) -> dict[str, float]:
+        out, self.times = self.times, {}
+        return out
+
+    # -- rollout ---------------------------------------------------------------------------
+    def rollout(self, micro_batches: list[dict], num_samples: int | None = None) -> Rollout:
+        """Generate ``num_samples`` responses for every prompt of the step's micro-batches and
+        score them; ``rollout.scores`` holds the scores after the missing-EOS penalty and
+        ``self.raw_scores`` the reward's own values."""
+        tok = self.run.tokenizer
+        batch = concat_prompt_batches(micro_batches, tok.pad_token_id if tok.pad_token_id is not None
+                                      else stop_token_ids(self.run.policy, tok)[0])
+        g = self.cfg.generation
+        with self.timer("generate"):
+            ro = generate(self.run.policy, tok, batch["prompt_input_ids"].to(self.run.device),
+                          batch["prompt_attention_mask"].to(self.run.device),
+                          max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
+                          num_samples=num_samples or self.cfg.num_samples, prompts=batch["prompts"],
+                          references=batch.get("references"))
+        with self.timer("score"):
+            raw = self.scorer(ro.prompts, ro.completions, references=ro.references).to(self.run.device)
+        self.raw_scores = raw
+        from alignkit.losses.ppo import apply_missing_eos_penalty
+
+        ro.scores = apply_missing_eos_penalty(raw, ro.has_eos, self.cfg.reward.missing_eos_penalty)
+        return ro
+
+    def rollout_metrics(self, ro: Rollout) -> dict[str, float]:
+        raw = self.raw_scores.float()
+        return {
+            "rollout/score": float(raw.mean()),
+            "rollout/score_std": float(raw.std()) if raw.numel() > 1 else 0.0,
+            "rollout/score_max": float(raw.max()),
+            "rollout/response_length": float(ro.response_lengths.float().mean()),
+            "rollout/eos_fraction": float(ro.has_eos.float().mean()),
+        }
+
+    # -- log-probs -------------------------------------------------------------------------
+    def logprobs(self, model: Any, ro: Rollout, index: torch.Tensor | None = None, *, entropy: bool = False):
+        """``token_logprobs`` of rows ``index`` (all rows by default) at the sampling temperature;
+        ``model`` is the policy or ``self.run.reference``. Returns ``(logp, mask[, entropy])``, ``[n, T-1]``."""
+        ids, attn, labels = ro.input_ids, ro.attention_mask, ro.labels
+        if index is not None:
+            ids, attn, labels = ids[index], attn[index], labels[index]
+        temperature = self.cfg.generation.temperature if self.cfg.generation.temperature > 0 else 1.0
+        if model is self.run.reference:
+            return model.token_logprobs(ids, attn, labels, temperature=temperature, return_entropy=entropy)
+        from alignkit.modeling import token_logprobs
+
+        return token_logprobs(model, ids, attn, labels, temperature=temperature, return_entropy=entropy)
+
+    # -- samples ---------------------------------------------------------------------------
+    def write_samples(self, ro: Rollout, extra: dict[str, Any] | None = None) -> None:
+        """Append the first ``log_samples`` responses of the iteration to ``samples.jsonl``."""
+        n = min(int(self.cfg.log_samples), len(ro))
+        if n <= 0:
+            return
+        self.samples_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.samples_path, "a", encoding="utf-8") as f:
+            for i in range(n):
+                rec = {"iteration": self.iteration, "prompt": ro.prompts[i], "completion": ro.completions[i],
+                       "score": float(self.raw_scores[i]), "eos": bool(ro.has_eos[i])}
+                rec.update(extra or {})
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+    def state_dict(self) -> dict:
+        return {"iteration": self.iteration, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.iteration = int(state.get("iteration", 0))
+        if "generator" in state:
+            self.generator.set_state(state["generator"])
