@@ -28,6 +28,55 @@ def package_dirs():
     return dirs
 
 
+# ---------------------------------------------------------------------------------------------
+# The compiled ops, alignkit._C (csrc/): CPU kernels always, CUDA kernels when CUDA is available or
+# ALIGNKIT_CUDA=1. Build with `pip install --no-build-isolation -e .` so pip uses the installed torch.
+# ---------------------------------------------------------------------------------------------
+def _cpu_flags():
+    """Vectorisation flags for the CPU kernels: AVX2+FMA when the build machine has them.
+
+    ALIGNKIT_CPU_FLAGS overrides them (e.g. ALIGNKIT_CPU_FLAGS="" for a portable build).
+    """
+    if "ALIGNKIT_CPU_FLAGS" in os.environ:
+        return os.environ["ALIGNKIT_CPU_FLAGS"].split()
+    import platform
+    import torch
+    if platform.machine() in ("x86_64", "AMD64") and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+        return ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2"]
+    return []
+
+
+def ext_modules():
+    import glob
+    import torch
+    from torch.utils.cpp_extension import CppExtension, CUDAExtension
+
+    root = os.path.dirname(os.path.abspath(__file__))
+    rel = lambda pattern: sorted(os.path.relpath(p, root) for p in glob.glob(os.path.join(root, pattern)))
+    sources = ["csrc/bindings.cpp"] + rel("csrc/ops/*.cpp") + rel("csrc/cpu/*.cpp")
+    cxx = ["-O3", "-fvisibility=hidden"] + _cpu_flags()
+    include_dirs = [os.path.join(root, "csrc", "include")]
+    with_cuda = os.environ.get("ALIGNKIT_CUDA", "") == "1" or (
+        os.environ.get("ALIGNKIT_CUDA", "") != "0" and torch.cuda.is_available())
+    if with_cuda:
+        return [CUDAExtension(
+            "alignkit._C", sources + rel("csrc/cuda/*.cu"), include_dirs=include_dirs,
+            define_macros=[("ALIGNKIT_WITH_CUDA", "1"), ("Py_LIMITED_API", "0x03090000")],
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--use_fast_math", "-lineinfo"]},
+            py_limited_api=True)]
+    return [CppExtension(
+        "alignkit._C", sources, include_dirs=include_dirs,
+        define_macros=[("Py_LIMITED_API", "0x03090000")],
+        extra_compile_args={"cxx": cxx}, py_limited_api=True)]
+
+
+def build_ext_kwargs():
+    from torch.utils.cpp_extension import BuildExtension
+    return {"ext_modules": ext_modules(),
+            "cmdclass": {"build_ext": BuildExtension.with_options(use_ninja=True)},
+            "options": {"bdist_wheel": {"py_limited_api": "cp39"}}}
+
+
 setup(
     name="alignkit",
     version="0.1.0",
@@ -64,6 +113,8 @@ setup(
     },
     entry_points={
         "console_scripts": ["alignkit = alignkit.cli:main"],
-        "alignkit.plugins": [f"{name} = alignkit.plugins.{name}" for name in BUILTIN_PLUGINS],
+        "alignkit.plugins": ["core = alignkit.builtins"]
+        + [f"{name} = alignkit.plugins.{name}" for name in BUILTIN_PLUGINS],
     },
+    **build_ext_kwargs(),
 )

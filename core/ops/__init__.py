@@ -28,20 +28,20 @@ __all__ = [
 Backend = Literal["auto", "kernel", "reference"]
 _BACKENDS = ("auto", "kernel", "reference")
 _requested: str = "auto"
-_kernels = None          # the alignkit.ops._kernels module once loaded
+_kernel_module = None    # alignkit.ops._kernels once loaded
 _load_error: str | None = None
 _warned = False
 
 
 def _load_kernels():
-    global _kernels, _load_error
-    if _kernels is None and _load_error is None:
+    global _kernel_module, _load_error
+    if _kernel_module is None and _load_error is None:
         try:
-            from . import _kernels as k
-            _kernels = k
+            import importlib
+            _kernel_module = importlib.import_module(f"{__name__}._kernels")
         except (ImportError, OSError) as e:  # extension not built, or built against another torch
             _load_error = f"{type(e).__name__}: {e}"
-    return _kernels
+    return _kernel_module
 
 
 def kernels_available() -> bool:
@@ -85,7 +85,7 @@ def _impl_name() -> str:
 
 
 def _impl():
-    return _kernels if _impl_name() == "kernel" else reference
+    return _kernel_module if _impl_name() == "kernel" else reference
 
 
 def logprobs(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = -100,

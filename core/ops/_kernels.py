@@ -1,0 +1,245 @@
+"""The compiled kernels (``torch.ops.alignkit``): fake kernels, autograd formulas and typed wrappers.
+
+Importing this module loads ``alignkit._C`` (raising ImportError when it is not built). The C++ side
+(csrc/bindings.cpp) declares each op as a ``*_fwd`` that also returns the row statistics its
+``*_bwd`` needs; here each pair becomes one differentiable function with the public signature of
+:mod:`alignkit.ops`. Fake kernels give output shapes to ``torch.compile`` without running anything.
+"""
+from __future__ import annotations
+
+import torch
+
+from alignkit import _C  # noqa: F401  (loads the library: runs the TORCH_LIBRARY registrations)
+
+_ops = torch.ops.alignkit
+
+
+def _acc(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+# ----------------------------------------------------------------------------------------------
+# Fake (meta) kernels: shapes and dtypes only
+# ----------------------------------------------------------------------------------------------
+@torch.library.register_fake("alignkit::logprobs_fwd")
+def _(logits, labels, ignore_index, temperature, with_entropy):
+    acc = _acc(logits.dtype)
+    return tuple(logits.new_empty(labels.shape, dtype=acc) for _ in range(3))
+
+
+@torch.library.register_fake("alignkit::logprobs_bwd")
+def _(grad_logp, grad_entropy, logits, labels, lse, entropy, ignore_index, temperature):
+    return logits.new_empty(logits.shape)
+
+
+@torch.library.register_fake("alignkit::fused_linear_logprobs_fwd")
+def _(hidden, weight, bias, labels, ignore_index, temperature, with_entropy):
+    acc = _acc(hidden.dtype)
+    return tuple(hidden.new_empty(labels.shape, dtype=acc) for _ in range(3))
+
+
+@torch.library.register_fake("alignkit::fused_linear_logprobs_bwd")
+def _(grad_logp, grad_entropy, hidden, weight, bias, labels, lse, entropy, ignore_index, temperature,
+      needs_hidden, needs_weight, needs_bias):
+    return (hidden.new_empty(hidden.shape if needs_hidden else (0,)),
+            weight.new_empty(weight.shape if needs_weight else (0,)),
+            hidden.new_empty(bias.shape if (needs_bias and bias is not None) else (0,)))
+
+
+@torch.library.register_fake("alignkit::dpo_loss_fwd")
+def _(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta, loss_type, label_smoothing):
+    return tuple(torch.empty_like(policy_chosen) for _ in range(3))
+
+
+@torch.library.register_fake("alignkit::dpo_loss_bwd")
+def _(grad_losses, policy_chosen, *args):
+    return torch.empty_like(policy_chosen)
+
+
+@torch.library.register_fake("alignkit::ppo_loss_fwd")
+def _(logprobs, *args):
+    return logprobs.new_empty(()), logprobs.new_empty((4,))
+
+
+@torch.library.register_fake("alignkit::ppo_loss_bwd")
+def _(grad_loss, logprobs, old_logprobs, advantages, mask, ref_logprobs, entropy, *args):
+    return (torch.empty_like(logprobs),
+            torch.empty_like(logprobs) if entropy is not None else logprobs.new_empty((0,)))
+
+
+@torch.library.register_fake("alignkit::value_loss_fwd")
+def _(values, *args):
+    return values.new_empty(()), values.new_empty(())
+
+
+@torch.library.register_fake("alignkit::value_loss_bwd")
+def _(grad_loss, values, *args):
+    return torch.empty_like(values)
+
+
+@torch.library.register_fake("alignkit::gae")
+def _(rewards, values, mask, gamma, lam):
+    return torch.empty_like(rewards), torch.empty_like(rewards)
+
+
+@torch.library.register_fake("alignkit::masked_whiten_fwd")
+def _(x, mask):
+    return torch.empty_like(x), x.new_empty((3,), dtype=_acc(x.dtype))
+
+
+@torch.library.register_fake("alignkit::masked_whiten_bwd")
+def _(grad, x, mask, stats):
+    return torch.empty_like(x)
+
+
+# ----------------------------------------------------------------------------------------------
+# Autograd
+# ----------------------------------------------------------------------------------------------
+def _setup_logprobs(ctx, inputs, output):
+    logits, labels, ctx.ignore_index, ctx.temperature, ctx.with_entropy = inputs
+    _, lse, ent = output
+    ctx.save_for_backward(logits, labels, lse, ent)  # logits is the input itself: no copy
+
+
+def _backward_logprobs(ctx, g_logp, g_lse, g_ent):
+    logits, labels, lse, ent = ctx.saved_tensors
+    grad = _ops.logprobs_bwd(g_logp, g_ent if ctx.with_entropy else None, logits, labels, lse, ent,
+                             ctx.ignore_index, ctx.temperature)
+    return grad, None, None, None, None
+
+
+torch.library.register_autograd("alignkit::logprobs_fwd", _backward_logprobs,
+                                setup_context=_setup_logprobs)
+
+
+def _setup_fused(ctx, inputs, output):
+    hidden, weight, bias, labels, ctx.ignore_index, ctx.temperature, ctx.with_entropy = inputs
+    _, lse, ent = output
+    ctx.has_bias = bias is not None
+    ctx.save_for_backward(hidden, weight, bias, labels, lse, ent)
+
+
+def _backward_fused(ctx, g_logp, g_lse, g_ent):
+    hidden, weight, bias, labels, lse, ent = ctx.saved_tensors
+    need_h, need_w, need_b = ctx.needs_input_grad[:3]
+    gh, gw, gb = _ops.fused_linear_logprobs_bwd(
+        g_logp, g_ent if ctx.with_entropy else None, hidden, weight, bias, labels, lse, ent,
+        ctx.ignore_index, ctx.temperature, need_h, need_w, need_b and ctx.has_bias)
+    return (gh if need_h else None, gw if need_w else None,
+            gb if (need_b and ctx.has_bias) else None, None, None, None, None)
+
+
+torch.library.register_autograd("alignkit::fused_linear_logprobs_fwd", _backward_fused,
+                                setup_context=_setup_fused)
+
+
+def _setup_dpo(ctx, inputs, output):
+    *logps, ctx.beta, ctx.loss_type, ctx.label_smoothing = inputs
+    ctx.save_for_backward(*logps)
+
+
+def _backward_dpo(ctx, g_losses, g_chosen_rewards, g_rejected_rewards):
+    gh = _ops.dpo_loss_bwd(g_losses, *ctx.saved_tensors, ctx.beta, ctx.loss_type, ctx.label_smoothing)
+    # h = (pc - pr) - (rc - rr); the rewards are detached metrics (their grads are dropped)
+    return gh, -gh, -gh, gh, None, None, None
+
+
+torch.library.register_autograd("alignkit::dpo_loss_fwd", _backward_dpo, setup_context=_setup_dpo)
+
+
+def _setup_ppo(ctx, inputs, output):
+    logprobs, old, adv, mask, ref, ent, *ctx.params = inputs
+    ctx.has_ref, ctx.has_ent = ref is not None, ent is not None
+    ctx.save_for_backward(logprobs, old, adv, mask, ref, ent)
+
+
+def _backward_ppo(ctx, g_loss, g_stats):
+    logprobs, old, adv, mask, ref, ent = ctx.saved_tensors
+    gl, ge = _ops.ppo_loss_bwd(g_loss, logprobs, old, adv, mask, ref, ent, *ctx.params)
+    # old_logprobs, advantages and ref_logprobs are constants of the loss
+    return gl, None, None, None, None, ge if ctx.has_ent else None, *([None] * 7)
+
+
+torch.library.register_autograd("alignkit::ppo_loss_fwd", _backward_ppo, setup_context=_setup_ppo)
+
+
+def _setup_value(ctx, inputs, output):
+    values, old, ret, mask, *ctx.params = inputs
+    ctx.save_for_backward(values, old, ret, mask)
+
+
+def _backward_value(ctx, g_loss, g_clipfrac):
+    gv = _ops.value_loss_bwd(g_loss, *ctx.saved_tensors, *ctx.params)
+    return gv, None, None, None, None, None  # old_values and returns are constants of the loss
+
+
+torch.library.register_autograd("alignkit::value_loss_fwd", _backward_value, setup_context=_setup_value)
+
+
+def _setup_whiten(ctx, inputs, output):
+    x, mask = inputs
+    ctx.save_for_backward(x, mask, output[1])
+
+
+def _backward_whiten(ctx, g_y, g_stats):
+    return _ops.masked_whiten_bwd(g_y, *ctx.saved_tensors), None
+
+
+torch.library.register_autograd("alignkit::masked_whiten_fwd", _backward_whiten,
+                                setup_context=_setup_whiten)
+
+
+# ----------------------------------------------------------------------------------------------
+# Public signatures (documented in alignkit.ops)
+# ----------------------------------------------------------------------------------------------
+def logprobs(logits, labels, *, ignore_index=-100, temperature=1.0, return_entropy=False):
+    logp, _, ent = _ops.logprobs_fwd(logits, labels, ignore_index, float(temperature), return_entropy)
+    return (logp, ent) if return_entropy else logp
+
+
+def fused_linear_logprobs(hidden, weight, labels, *, bias=None, ignore_index=-100, temperature=1.0,
+                          return_entropy=False):
+    if labels.shape != hidden.shape[:-1]:
+        raise ValueError(f"alignkit: `labels` must have shape hidden.shape[:-1] = "
+                         f"{tuple(hidden.shape[:-1])}, got {tuple(labels.shape)}")
+    shape = labels.shape
+    logp, _, ent = _ops.fused_linear_logprobs_fwd(hidden.reshape(-1, hidden.shape[-1]), weight, bias,
+                                                  labels.reshape(-1), ignore_index, float(temperature),
+                                                  return_entropy)
+    return (logp.view(shape), ent.view(shape)) if return_entropy else logp.view(shape)
+
+
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, *, beta=0.1, loss_type="sigmoid",
+             label_smoothing=0.0):
+    losses, chosen, rejected = _ops.dpo_loss_fwd(policy_chosen, policy_rejected, ref_chosen, ref_rejected,
+                                                 float(beta), loss_type, float(label_smoothing))
+    return losses, chosen.detach(), rejected.detach()
+
+
+_PPO_STATS = ("clipfrac", "approx_kl", "kl", "entropy")
+
+
+def ppo_loss(logprobs, old_logprobs, advantages, mask, *, clip_eps=0.2, clip_eps_high=None, dual_clip=None,
+             ref_logprobs=None, kl_coef=0.0, kl_estimator="k1", entropy=None, entropy_coef=0.0,
+             agg="token-mean"):
+    loss, stats = _ops.ppo_loss_fwd(
+        logprobs, old_logprobs, advantages, mask, ref_logprobs, entropy, float(clip_eps),
+        float(clip_eps if clip_eps_high is None else clip_eps_high),
+        -1.0 if dual_clip is None else float(dual_clip), float(kl_coef), kl_estimator,
+        float(entropy_coef), agg)
+    stats = stats.detach()
+    return loss, {name: stats[i] for i, name in enumerate(_PPO_STATS)}
+
+
+def value_loss(values, old_values, returns, mask, *, clip_eps=0.2, agg="token-mean"):
+    loss, clipfrac = _ops.value_loss_fwd(values, old_values, returns, mask,
+                                         -1.0 if clip_eps is None else float(clip_eps), agg)
+    return loss, {"clipfrac": clipfrac.detach()}
+
+
+def gae(rewards, values, mask, *, gamma=1.0, lam=0.95):
+    return _ops.gae(rewards.detach(), values.detach(), mask, float(gamma), float(lam))
+
+
+def masked_whiten(x, mask):
+    return _ops.masked_whiten_fwd(x, mask)[0]

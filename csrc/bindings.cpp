@@ -1,0 +1,79 @@
+// The one place every alignkit op is declared: schemas (TORCH_LIBRARY) and the CPU/CUDA
+// implementations (TORCH_LIBRARY_IMPL). Autograd formulas and fake kernels are registered from
+// Python in alignkit/ops/_kernels.py. `_fwd` ops return what `_bwd` needs (row statistics).
+#include <Python.h>
+#include <torch/library.h>
+
+#include "alignkit/ops.h"
+
+TORCH_LIBRARY(alignkit, m) {
+  // log_softmax(logits / T)[labels] → (logp, lse, entropy), fp32 [...] each; entropy is 0 unless asked.
+  m.def("logprobs_fwd(Tensor logits, Tensor labels, int ignore_index, float temperature, "
+        "bool with_entropy) -> (Tensor, Tensor, Tensor)");
+  // d loss / d logits from the saved row statistics.
+  m.def("logprobs_bwd(Tensor grad_logp, Tensor? grad_entropy, Tensor logits, Tensor labels, "
+        "Tensor lse, Tensor entropy, int ignore_index, float temperature) -> Tensor");
+  // logprobs of hidden @ weight.T + bias without the [N, V] logits → (logp, lse, entropy) [N].
+  m.def("fused_linear_logprobs_fwd(Tensor hidden, Tensor weight, Tensor? bias, Tensor labels, "
+        "int ignore_index, float temperature, bool with_entropy) -> (Tensor, Tensor, Tensor)");
+  // (grad_hidden, grad_weight, grad_bias); a grad not asked for is an empty [0] tensor.
+  m.def("fused_linear_logprobs_bwd(Tensor grad_logp, Tensor? grad_entropy, Tensor hidden, "
+        "Tensor weight, Tensor? bias, Tensor labels, Tensor lse, Tensor entropy, int ignore_index, "
+        "float temperature, bool needs_hidden, bool needs_weight, bool needs_bias) "
+        "-> (Tensor, Tensor, Tensor)");
+  // DPO on [B] sequence log-probs → (losses, chosen_rewards, rejected_rewards).
+  m.def("dpo_loss_fwd(Tensor policy_chosen, Tensor policy_rejected, Tensor ref_chosen, "
+        "Tensor ref_rejected, float beta, str loss_type, float label_smoothing) "
+        "-> (Tensor, Tensor, Tensor)");
+  // d losses / d h, h = (policy_chosen - policy_rejected) - (ref_chosen - ref_rejected).
+  m.def("dpo_loss_bwd(Tensor grad_losses, Tensor policy_chosen, Tensor policy_rejected, "
+        "Tensor ref_chosen, Tensor ref_rejected, float beta, str loss_type, float label_smoothing) "
+        "-> Tensor");
+  // Clipped PPO loss on [B, T] → (loss, stats[4] = clipfrac, approx_kl, kl, entropy).
+  m.def("ppo_loss_fwd(Tensor logprobs, Tensor old_logprobs, Tensor advantages, Tensor mask, "
+        "Tensor? ref_logprobs, Tensor? entropy, float clip_eps, float clip_eps_high, float dual_clip, "
+        "float kl_coef, str kl_estimator, float entropy_coef, str agg) -> (Tensor, Tensor)");
+  // (grad_logprobs, grad_entropy); grad_entropy is empty [0] without an entropy input.
+  m.def("ppo_loss_bwd(Tensor grad_loss, Tensor logprobs, Tensor old_logprobs, Tensor advantages, "
+        "Tensor mask, Tensor? ref_logprobs, Tensor? entropy, float clip_eps, float clip_eps_high, "
+        "float dual_clip, float kl_coef, str kl_estimator, float entropy_coef, str agg) "
+        "-> (Tensor, Tensor)");
+  // Clipped value loss on [B, T] → (loss, clipfrac); clip_eps < 0 disables clipping.
+  m.def("value_loss_fwd(Tensor values, Tensor old_values, Tensor returns, Tensor mask, "
+        "float clip_eps, str agg) -> (Tensor, Tensor)");
+  m.def("value_loss_bwd(Tensor grad_loss, Tensor values, Tensor old_values, Tensor returns, "
+        "Tensor mask, float clip_eps, str agg) -> Tensor");
+  // GAE on [B, T] with padding anywhere → (advantages, returns).
+  m.def("gae(Tensor rewards, Tensor values, Tensor mask, float gamma, float lam) -> (Tensor, Tensor)");
+  // Whitening over valid positions → (y, stats[3] = mean, rstd, n).
+  m.def("masked_whiten_fwd(Tensor x, Tensor mask) -> (Tensor, Tensor)");
+  m.def("masked_whiten_bwd(Tensor grad, Tensor x, Tensor mask, Tensor stats) -> Tensor");
+}
+
+// The drivers in csrc/ops are device-generic: they validate, allocate and call cpu:: or cuda::.
+#define ALIGNKIT_IMPLS(m)                                                   \
+  m.impl("logprobs_fwd", &alignkit::logprobs_fwd);                          \
+  m.impl("logprobs_bwd", &alignkit::logprobs_bwd);                          \
+  m.impl("fused_linear_logprobs_fwd", &alignkit::fused_linear_logprobs_fwd); \
+  m.impl("fused_linear_logprobs_bwd", &alignkit::fused_linear_logprobs_bwd); \
+  m.impl("dpo_loss_fwd", &alignkit::dpo_loss_fwd);                          \
+  m.impl("dpo_loss_bwd", &alignkit::dpo_loss_bwd);                          \
+  m.impl("ppo_loss_fwd", &alignkit::ppo_loss_fwd);                          \
+  m.impl("ppo_loss_bwd", &alignkit::ppo_loss_bwd);                          \
+  m.impl("value_loss_fwd", &alignkit::value_loss_fwd);                      \
+  m.impl("value_loss_bwd", &alignkit::value_loss_bwd);                      \
+  m.impl("gae", &alignkit::gae);                                            \
+  m.impl("masked_whiten_fwd", &alignkit::masked_whiten_fwd);                \
+  m.impl("masked_whiten_bwd", &alignkit::masked_whiten_bwd);
+
+TORCH_LIBRARY_IMPL(alignkit, CPU, m) { ALIGNKIT_IMPLS(m) }
+
+#ifdef ALIGNKIT_WITH_CUDA
+TORCH_LIBRARY_IMPL(alignkit, CUDA, m) { ALIGNKIT_IMPLS(m) }
+#endif
+
+// `import alignkit._C` loads the library (which runs the registrations above); no Python API.
+PyMODINIT_FUNC PyInit__C(void) {
+  static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module);
+}

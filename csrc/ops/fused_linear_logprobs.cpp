@@ -1,0 +1,199 @@
+// fused_linear_logprobs: logprobs(hidden @ weight.T + bias, labels) without the [N, V] logits.
+//
+// The vocabulary is walked in tiles of `tv` columns: each tile of logits [Nv, tv] is produced by one
+// GEMM (at::mm: MKL/oneDNN on CPU, cuBLAS on CUDA), folded into per-row online log-sum-exp state by
+// the device's lse_tile kernel, and dropped. Backward recomputes each tile, turns it into
+// d loss / d logits in place (grad_tile) and feeds two GEMMs: grad_hidden += G @ W_tile and
+// grad_weight[tile] = G^T @ hidden. Ignored rows (label == ignore_index) are removed up front.
+#include <cstdlib>
+
+#include "common.h"
+
+namespace alignkit {
+
+namespace {
+
+// Bytes of one logits tile; ~8 MB keeps it in the last-level cache on this class of CPU while the
+// GEMMs stay efficient. ALIGNKIT_TILE_BYTES overrides it (benchmarks).
+int64_t tile_cols(int64_t rows, int64_t V, int64_t elem_size) {
+  static const int64_t budget = [] {
+    const char* env = std::getenv("ALIGNKIT_TILE_BYTES");
+    return env ? std::max<int64_t>(std::atoll(env), 1 << 16) : int64_t(8) << 20;
+  }();
+  int64_t tv = budget / (std::max<int64_t>(rows, 1) * elem_size);
+  tv = std::max<int64_t>(64, tv / 64 * 64);
+  return std::min(tv, V);
+}
+
+void check_inputs(const at::Tensor& hidden, const at::Tensor& weight,
+                  const std::optional<at::Tensor>& bias, const at::Tensor& labels,
+                  double temperature) {
+  AK_CHECK_SUPPORTED_DEVICE("hidden", hidden);
+  AK_CHECK_FLOAT("hidden", hidden);
+  AK_CHECK_DIM("hidden", hidden, 2);
+  AK_CHECK_FLOAT("weight", weight);
+  AK_CHECK_DIM("weight", weight, 2);
+  AK_CHECK_SAME_DEVICE("weight", weight, hidden);
+  TORCH_CHECK(weight.scalar_type() == hidden.scalar_type(), "alignkit: `weight` must have dtype ",
+              hidden.scalar_type(), " like `hidden`, got ", weight.scalar_type());
+  TORCH_CHECK(weight.size(1) == hidden.size(1), "alignkit: `weight` must be [V, H] with H = ",
+              hidden.size(1), " (hidden.shape[-1]), got shape ", weight.sizes());
+  TORCH_CHECK(weight.size(0) >= 1, "alignkit: `weight` must have V >= 1 rows");
+  if (bias.has_value() && bias->defined()) {
+    AK_CHECK_SAME_DEVICE("bias", *bias, hidden);
+    TORCH_CHECK(bias->scalar_type() == hidden.scalar_type(), "alignkit: `bias` must have dtype ",
+                hidden.scalar_type(), ", got ", bias->scalar_type());
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0),
+                "alignkit: `bias` must have shape [", weight.size(0), "], got ", bias->sizes());
+  }
+  AK_CHECK_DTYPE("labels", labels, at::kLong);
+  AK_CHECK_SAME_DEVICE("labels", labels, hidden);
+  TORCH_CHECK(labels.dim() == 1 && labels.size(0) == hidden.size(0),
+              "alignkit: `labels` must have shape [", hidden.size(0), "], got ", labels.sizes());
+  check_temperature(temperature);
+}
+
+// The non-ignored rows, in the precision the GEMMs run in (acc dtype on CPU, the input dtype on
+// CUDA where cuBLAS accumulates in fp32 anyway).
+struct Problem {
+  at::Tensor idx;  // [Nv] indices of valid rows, undefined when every row is valid
+  at::Tensor h;    // [Nv, H] compute dtype, contiguous
+  at::Tensor y;    // [Nv]
+  at::ScalarType compute, acc;
+  int64_t N, Nv, V;
+};
+
+Problem make_problem(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& labels,
+                     int64_t ignore_index) {
+  Problem p;
+  p.N = hidden.size(0);
+  p.V = weight.size(0);
+  p.acc = acc_dtype(hidden.scalar_type());
+  p.compute = hidden.is_cuda() ? hidden.scalar_type() : p.acc;
+  const at::Tensor y = labels.contiguous();
+  check_labels(y, p.V, ignore_index);
+  const at::Tensor valid = y.ne(ignore_index);
+  if (valid.all().item<bool>()) {
+    p.h = hidden.to(p.compute).contiguous();
+    p.y = y;
+  } else {
+    p.idx = valid.nonzero().view(-1);
+    p.h = hidden.index_select(0, p.idx).to(p.compute).contiguous();
+    p.y = y.index_select(0, p.idx);
+  }
+  p.Nv = p.y.numel();
+  return p;
+}
+
+// logits tile [Nv, tv] = h @ W[v0:v0+tv].T (+ b[v0:v0+tv]) written into the front of `buf`.
+at::Tensor logits_tile(const Problem& p, const at::Tensor& weight,
+                       const std::optional<at::Tensor>& bias, int64_t v0, int64_t tv,
+                       at::Tensor& buf, at::Tensor& w_tile) {
+  w_tile = weight.narrow(0, v0, tv).to(p.compute).contiguous();
+  at::Tensor z = buf.narrow(0, 0, p.Nv * tv).view({p.Nv, tv});
+  if (bias.has_value() && bias->defined()) {
+    at::addmm_out(z, bias->narrow(0, v0, tv).to(p.compute), p.h, w_tile.t());
+  } else {
+    at::mm_out(z, p.h, w_tile.t());
+  }
+  return z;
+}
+
+at::Tensor scatter_rows(const Problem& p, const at::Tensor& v, const at::TensorOptions& opts) {
+  if (!p.idx.defined()) return v;
+  at::Tensor out = at::zeros({p.N}, opts);
+  return out.index_copy_(0, p.idx, v);
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs_fwd(
+    const at::Tensor& hidden, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+    const at::Tensor& labels, int64_t ignore_index, double temperature, bool with_entropy) {
+  check_inputs(hidden, weight, bias, labels, temperature);
+  const Problem p = make_problem(hidden, weight, labels, ignore_index);
+  const auto opts = hidden.options().dtype(p.acc);
+  at::Tensor m = at::empty({p.Nv}, opts), s = at::empty({p.Nv}, opts), t = at::empty({p.Nv}, opts),
+             zy = at::empty({p.Nv}, opts), logp = at::empty({p.Nv}, opts),
+             lse = at::empty({p.Nv}, opts), ent = at::zeros({p.Nv}, opts);
+  if (p.Nv > 0) {
+    const int64_t tv = tile_cols(p.Nv, p.V, at::elementSize(p.compute));
+    at::Tensor buf = at::empty({p.Nv * tv}, hidden.options().dtype(p.compute)), w_tile;
+    for (int64_t v0 = 0; v0 < p.V; v0 += tv) {
+      const int64_t n = std::min(tv, p.V - v0);
+      const at::Tensor z = logits_tile(p, weight, bias, v0, n, buf, w_tile);
+      const LseTileArgs a{z, RowLayout{n, nullptr}, p.y, v0, ignore_index, 1.0 / temperature,
+                          with_entropy, v0 == 0, v0 + n >= p.V, m, s, t, zy, logp, lse, ent};
+      AK_DEVICE_CALL(z, lse_tile, a);
+    }
+  }
+  return {scatter_rows(p, logp, opts), scatter_rows(p, lse, opts), scatter_rows(p, ent, opts)};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs_bwd(
+    const at::Tensor& grad_logp, const std::optional<at::Tensor>& grad_entropy,
+    const at::Tensor& hidden, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+    const at::Tensor& labels, const at::Tensor& lse, const at::Tensor& entropy,
+    int64_t ignore_index, double temperature, bool needs_hidden, bool needs_weight,
+    bool needs_bias) {
+  check_inputs(hidden, weight, bias, labels, temperature);
+  AK_CHECK_SHAPE("grad_logp", grad_logp, labels.sizes());
+  const bool has_bias = bias.has_value() && bias->defined();
+  const Problem p = make_problem(hidden, weight, labels, ignore_index);
+  const auto acc_opts = hidden.options().dtype(p.acc);
+  auto rows = [&](const at::Tensor& v) {
+    at::Tensor f = v.to(p.acc).contiguous();
+    return p.idx.defined() ? f.index_select(0, p.idx) : f;
+  };
+  const at::Tensor g = rows(grad_logp), l = rows(lse), h_ent = rows(entropy);
+  at::Tensor ge;
+  if (grad_entropy.has_value() && grad_entropy->defined()) {
+    AK_CHECK_SHAPE("grad_entropy", *grad_entropy, labels.sizes());
+    ge = rows(*grad_entropy);
+  }
+  const int64_t H = hidden.size(1);
+  // fp32 accumulators; grad_weight is written tile by tile, so it can live in the compute dtype.
+  at::Tensor gh = needs_hidden ? at::zeros({p.Nv, H}, acc_opts) : at::Tensor();
+  at::Tensor gw = needs_weight ? at::zeros({p.V, H}, hidden.options().dtype(p.compute)) : at::Tensor();
+  at::Tensor gb = needs_bias && has_bias ? at::zeros({p.V}, acc_opts) : at::Tensor();
+  if (p.Nv > 0 && (needs_hidden || needs_weight || gb.defined())) {
+    const int64_t tv = tile_cols(p.Nv, p.V, at::elementSize(p.compute));
+    at::Tensor buf = at::empty({p.Nv * tv}, hidden.options().dtype(p.compute)), w_tile;
+    for (int64_t v0 = 0; v0 < p.V; v0 += tv) {
+      const int64_t n = std::min(tv, p.V - v0);
+      at::Tensor z = logits_tile(p, weight, bias, v0, n, buf, w_tile);
+      const GradTileArgs a{z, RowLayout{n, nullptr}, p.y, v0, ignore_index, 1.0 / temperature,
+                           l, h_ent, g, ge.defined() ? &ge : nullptr, z};
+      AK_DEVICE_CALL(z, grad_tile, a);  // z now holds d loss / d logits of the tile
+      if (needs_weight) {
+        at::Tensor gw_tile = gw.narrow(0, v0, n);
+        at::mm_out(gw_tile, z.t(), p.h);
+      }
+      if (needs_hidden) {
+        if (p.compute == p.acc) {
+          gh.addmm_(z, w_tile);
+        } else {
+          gh.add_(at::mm(z, w_tile));
+        }
+      }
+      if (gb.defined()) {
+        at::Tensor gb_tile = gb.narrow(0, v0, n);
+        at::sum_out(gb_tile, z, {0}, false, p.acc);
+      }
+    }
+  }
+  // Grads that were not asked for come back as empty [0] tensors (the schema has no optional returns).
+  at::Tensor grad_hidden = at::empty({0}, hidden.options()), grad_weight = grad_hidden,
+             grad_bias = grad_hidden;
+  if (needs_hidden) {
+    grad_hidden = gh.to(hidden.scalar_type());
+    if (p.idx.defined()) {
+      grad_hidden = at::zeros_like(hidden, at::MemoryFormat::Contiguous).index_copy_(0, p.idx, grad_hidden);
+    }
+  }
+  if (needs_weight) grad_weight = gw.to(weight.scalar_type());
+  if (gb.defined()) grad_bias = gb.to(bias->scalar_type());
+  return {grad_hidden, grad_weight, grad_bias};
+}
+
+}  // namespace alignkit
