@@ -166,6 +166,11 @@ class Algorithm:
         out["loss"] = float(loss)
         return out
 
+    def extra_modules(self) -> list:
+        """Modules besides the policy whose parameters the optimiser trains
+        (e.g. a separate value model); they are moved to the run's device."""
+        return []
+
     def state_dict(self) -> dict:
         """Algorithm state to checkpoint (e.g. an adaptive KL coefficient)."""
         return {}

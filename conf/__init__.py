@@ -1,0 +1,1 @@
+"""Hydra config files shipped with alignkit (``pkg://alignkit.conf``)."""

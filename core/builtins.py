@@ -1,0 +1,9 @@
+"""alignkit's own non-algorithm registrations (record formats, data presets),
+loaded through the ``alignkit.plugins`` entry-point group like any plugin."""
+from alignkit import hookimpl
+from alignkit.data.formats import BUILTIN_FORMATS
+
+
+@hookimpl
+def alignkit_register_data_formats():
+    return list(BUILTIN_FORMATS)

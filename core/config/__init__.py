@@ -1,0 +1,13 @@
+"""Structured configs (dataclasses stored in Hydra's ConfigStore) and composition."""
+from alignkit.config.schema import (  # noqa: F401
+    DataConfig,
+    DataSource,
+    LoggerConfig,
+    LoraConfig,
+    ModelConfig,
+    OpsConfig,
+    PluginsConfig,
+    RunConfig,
+    TinyModelConfig,
+    TrainerConfig,
+)

@@ -1,0 +1,139 @@
+"""Tokenisation with loss masks.
+
+A prompt is rendered with the tokenizer's chat template when it has one
+(``add_generation_prompt``), otherwise as HH-style text
+(``\\n\\nHuman: ...\\n\\nAssistant:``) for message lists or as-is for strings.
+Each response gets the template's end-of-turn token (chat) or EOS (plain text).
+Labels copy the input ids on response tokens (EOS included) and are -100 on
+the prompt, so the loss sees responses only.
+
+Truncation (``data.truncation``): ``truncate`` keeps the last
+``max_prompt_length`` prompt tokens, then cuts the response from the right to
+fit ``max_length`` (a cut response gets no EOS); ``drop`` drops such examples.
+Every truncation and drop is counted in :data:`STATS` and logged by the trainer.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from alignkit.data.formats import HH_ASSISTANT, HH_HUMAN
+
+IGNORE = -100
+
+#: counts of truncated and dropped examples since the last :func:`reset_stats`
+STATS: Counter = Counter()
+
+
+def reset_stats() -> Counter:
+    old = Counter(STATS)
+    STATS.clear()
+    return old
+
+
+def has_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def _messages(prompt: Any) -> list[dict]:
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+
+
+def render_prompt(prompt: Any, tokenizer) -> str:
+    """The text the model sees before its response."""
+    if has_chat_template(tokenizer):
+        return tokenizer.apply_chat_template(_messages(prompt), tokenize=False, add_generation_prompt=True)
+    if isinstance(prompt, str):
+        return prompt
+    text = ""
+    for m in prompt:
+        text += (HH_HUMAN if m["role"] == "user" else HH_ASSISTANT) + " " + m["content"]
+    return text + HH_ASSISTANT
+
+
+def render_response(prompt: Any, response: str, tokenizer) -> tuple[str, bool]:
+    """(response text, whether an EOS id must still be appended)."""
+    if has_chat_template(tokenizer):
+        msgs = _messages(prompt)
+        head = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(msgs + [{"role": "assistant", "content": response}], tokenize=False)
+        if not full.startswith(head):
+            raise ValueError("the chat template renders the prompt differently with and without a response")
+        text = full[len(head):]
+        eot = tokenizer.eos_token
+        if eot and eot in text:  # drop what follows the end-of-turn token (e.g. a newline)
+            text = text[: text.rindex(eot) + len(eot)]
+            return text, False
+        return text, True
+    sep = " " if not isinstance(prompt, str) else ""
+    return sep + response, True
+
+
+def _ids(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def encode_response(prompt: Any, response: str, tokenizer) -> list[int]:
+    """Response ids ending with EOS (or the chat template's end-of-turn token)."""
+    text, add_eos = render_response(prompt, response, tokenizer)
+    ids = _ids(tokenizer, text)
+    return ids + [tokenizer.eos_token_id] if add_eos else ids
+
+
+def _fit(prompt_ids: list[int], responses: list[list[int]], data_cfg) -> tuple[list[int], list[list[int]]] | None:
+    """Apply the truncation policy to one prompt and its responses (all or none)."""
+    longest = max(len(r) for r in responses)
+    if len(prompt_ids) + longest <= data_cfg.max_length:
+        return prompt_ids, responses
+    if data_cfg.truncation == "drop":
+        return None
+    if len(prompt_ids) > data_cfg.max_prompt_length:
+        prompt_ids = prompt_ids[-data_cfg.max_prompt_length:]
+        STATS["prompt_truncated"] += 1
+    budget = data_cfg.max_length - len(prompt_ids)
+    if budget <= 0:
+        return None
+    cut = [r[:budget] for r in responses]
+    STATS["response_truncated"] += sum(len(r) > budget for r in responses)
+    return prompt_ids, cut
+
+
+def _join(prompt_ids: list[int], response_ids: list[int]) -> tuple[list[int], list[int]]:
+    return prompt_ids + response_ids, [IGNORE] * len(prompt_ids) + list(response_ids)
+
+
+def tokenize_example(example: dict, kind: str, tokenizer, data_cfg) -> dict | None:
+    """Token ids and labels for one normalised example; ``None`` if dropped."""
+    p_ids = _ids(tokenizer, render_prompt(example["prompt"], tokenizer))
+    if kind == "prompt":
+        if len(p_ids) > data_cfg.max_prompt_length:
+            if data_cfg.truncation == "drop":
+                STATS["dropped"] += 1
+                return None
+            STATS["prompt_truncated"] += 1
+            p_ids = p_ids[-data_cfg.max_prompt_length:]
+        return {"prompt_input_ids": p_ids, "prompt": render_prompt(example["prompt"], tokenizer),
+                "reference": example.get("reference")}
+    if kind == "sft":
+        texts = [example["completion"]]
+    elif kind == "preference":
+        texts = [example["chosen"], example["rejected"]]
+    elif kind == "ranked":
+        texts = list(example["responses"])
+    else:
+        raise ValueError(f"unknown data kind {kind!r}")
+    responses = [encode_response(example["prompt"], t, tokenizer) for t in texts]
+    fitted = _fit(p_ids, responses, data_cfg)
+    if fitted is None:
+        STATS["dropped"] += 1
+        return None
+    p_ids, responses = fitted
+    pairs = [_join(p_ids, r) for r in responses]
+    if kind == "sft":
+        return {"input_ids": pairs[0][0], "labels": pairs[0][1]}
+    if kind == "preference":
+        out = {"chosen_input_ids": pairs[0][0], "chosen_labels": pairs[0][1],
+               "rejected_input_ids": pairs[1][0], "rejected_labels": pairs[1][1],
+               "margin": float(example.get("margin", 0.0))}
+        return out
+    return {"input_ids": [p[0] for p in pairs], "labels": [p[1] for p in pairs], "scores": list(example["scores"])}

@@ -1,0 +1,74 @@
+"""Run outputs: ``metrics.jsonl``, TensorBoard events and ``curves.png``."""
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+
+class MetricsLogger:
+    """Writes one JSON object per logged step (``{"step": N, "train/loss": ...}``)
+    to ``metrics.jsonl``, the same scalars to TensorBoard, and keeps the history
+    for :meth:`plot`."""
+
+    def __init__(self, run_dir: Path, cfg):
+        self.run_dir = Path(run_dir)
+        self.cfg = cfg
+        self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        self._jsonl = open(self.run_dir / "metrics.jsonl", "a") if cfg.jsonl else None
+        self._tb = None
+        if cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        clean = {k: float(v) for k, v in metrics.items()}
+        for k, v in clean.items():
+            self.history[k].append((step, v))
+            if self._tb is not None and math.isfinite(v):
+                self._tb.add_scalar(k, v, step)
+        if self._jsonl is not None:
+            self._jsonl.write(json.dumps({"step": step, **clean}) + "\n")
+            self._jsonl.flush()
+
+    def plot(self, path: Path | None = None) -> Path | None:
+        """Training curves, one panel per metric (train and eval of one name share a panel)."""
+        if not self.cfg.plot or not self.history:
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        panels: dict[str, list[str]] = defaultdict(list)
+        for key in sorted(self.history):
+            if key.startswith(("train/", "eval/")) and key not in ("train/lr", "train/grad_norm"):
+                panels[key.split("/", 1)[1]].append(key)
+        names = sorted(panels)[:12]
+        if not names:
+            return None
+        cols = min(3, len(names))
+        rows = math.ceil(len(names) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
+        for ax, name in zip(axes.flat, names):
+            for key in panels[name]:
+                xs, ys = zip(*self.history[key])
+                ax.plot(xs, ys, marker="o" if key.startswith("eval/") else None, ms=3, label=key.split("/")[0])
+            ax.set_title(name, fontsize=9)
+            ax.set_xlabel("step", fontsize=8)
+            ax.legend(fontsize=7)
+        for ax in list(axes.flat)[len(names):]:
+            ax.axis("off")
+        fig.tight_layout()
+        path = Path(path or self.run_dir / "curves.png")
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
+
+    def close(self) -> None:
+        if self._jsonl is not None:
+            self._jsonl.close()
+        if self._tb is not None:
+            self._tb.close()
