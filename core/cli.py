@@ -55,9 +55,9 @@ def cmd_train(argv: list[str]) -> int:
     from omegaconf import DictConfig
 
     from alignkit.config.compose import ConfigError, compose_config, register_configs
-    from alignkit.registry import build_registry
+    from alignkit.registry import default_registry
 
-    registry = build_registry()
+    registry = default_registry()
     register_configs(registry)
     flags = {"-m", "--multirun", "--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i"}
     if not any(a in flags or a.startswith(("--cfg", "hydra.", "--config")) for a in argv):
@@ -76,7 +76,7 @@ def cmd_train(argv: list[str]) -> int:
             from alignkit.pipeline import run_pipeline
 
             return run_pipeline(cfg, run_dir)
-        result = train(cfg, run_dir=run_dir, registry=None if cfg.plugins.disable else registry)
+        result = train(cfg, run_dir=run_dir)
         shown = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("eval/")}
         print(f"\nrun folder: {result.output_dir}\nfinal metrics: {shown}", flush=True)
         return result.metrics.get("eval/loss")

@@ -121,6 +121,17 @@ def _collect(pm: pluggy.PluginManager, hook_name: str, kind: str, table: dict, k
             table[name] = (item, impl.plugin_name)
 
 
+_DEFAULT: Registry | None = None
+
+
+def default_registry() -> Registry:
+    """The registry with every installed plugin, built once per process."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = build_registry()
+    return _DEFAULT
+
+
 def build_registry(disabled: Iterable[str] = (), extra_modules: Iterable[str] = ()) -> Registry:
     """Build the plugin manager and collect every registration hook."""
     pm = build_plugin_manager(disabled, extra_modules)

@@ -94,9 +94,9 @@ def _compose(overrides: list[str]) -> DictConfig:
 
 def compose_config(overrides: list[str] | tuple = (), registry=None) -> DictConfig:
     """Compose the run config for ``overrides`` (without Hydra's run-time keys)."""
-    from alignkit.registry import build_registry
+    from alignkit.registry import default_registry
 
-    registry = registry or build_registry()
+    registry = registry or default_registry()
     register_configs(registry)
     try:
         cfg = _compose(list(overrides))

@@ -18,7 +18,23 @@ from alignkit.algorithm import Algorithm
 from alignkit.rollout.generation import Rollout, concat_prompt_batches, generate, stop_token_ids
 from alignkit.rollout.rewards import RewardScorer
 
-__all__ = ["OnlineAlgorithm", "minibatches"]
+__all__ = ["OnlineAlgorithm", "minibatches", "MetricMeans"]
+
+
+class MetricMeans:
+    """Running means of metric dicts (values: floats or 0-dim tensors)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, metrics: dict[str, Any]) -> None:
+        for k, v in metrics.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def result(self) -> dict[str, float]:
+        return {k: s / self.counts[k] for k, s in self.sums.items()}
 
 
 def minibatches(n: int, num_minibatches: int, generator: torch.Generator | None = None) -> list[torch.Tensor]:
@@ -67,7 +83,8 @@ class OnlineAlgorithm(Algorithm):
                           num_samples=num_samples or self.cfg.num_samples, prompts=batch["prompts"],
                           references=batch.get("references"))
         with self.timer("score"):
-            raw = self.scorer(ro.prompts, ro.completions, references=ro.references).to(self.run.device)
+            raw = self.scorer(ro.prompts, ro.completions, references=ro.references, input_ids=ro.input_ids,
+                              attention_mask=ro.attention_mask).to(self.run.device)
         self.raw_scores = raw
         from alignkit.losses.ppo import apply_missing_eos_penalty
 
@@ -83,6 +100,18 @@ class OnlineAlgorithm(Algorithm):
             "rollout/response_length": float(ro.response_lengths.float().mean()),
             "rollout/eos_fraction": float(ro.has_eos.float().mean()),
         }
+
+    def evaluate(self, batch: dict) -> dict[str, float]:
+        """Held-out prompts: one sampled response each (the training sampling settings),
+        scored by the run's reward: ``eval/score``, ``eval/response_length``, ``eval/eos_fraction``."""
+        g = self.cfg.generation
+        ro = generate(self.run.policy, self.run.tokenizer, batch["prompt_input_ids"], batch["prompt_attention_mask"],
+                      max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
+                      prompts=batch["prompts"], references=batch.get("references"))
+        scores = self.scorer(ro.prompts, ro.completions, references=ro.references, input_ids=ro.input_ids,
+                             attention_mask=ro.attention_mask)
+        return {"score": float(scores.mean()), "response_length": float(ro.response_lengths.float().mean()),
+                "eos_fraction": float(ro.has_eos.float().mean())}
 
     # -- log-probs -------------------------------------------------------------------------
     def logprobs(self, model: Any, ro: Rollout, index: torch.Tensor | None = None, *, entropy: bool = False):

@@ -9,12 +9,16 @@
   ``alignkit_register_reward_functions`` hook, called as
   ``f(prompts, completions, references=..., **kwargs) -> list[float]``.
 * ``model_path=<dir>``: the ``final/`` folder of an ``algo=rm`` run, loaded with
-  ``AutoModelForSequenceClassification`` and its own tokenizer. Each (prompt,
-  completion) pair is tokenised exactly as the data pipeline tokenises an ``sft``
-  example (prompt rendered, completion and EOS appended), right padded, and the
-  reward is the model's scalar output (read at the last token). Scoring is per
-  example: a row's score does not depend on what else is in the batch (up to
-  float rounding), and the model is in eval mode under ``torch.no_grad``.
+  ``AutoModelForSequenceClassification`` and its own tokenizer; the reward is
+  :func:`alignkit.modeling.reward_scores` (scalar head at the last non-padding
+  token), as in ``algo=rm`` training. When the caller passes the sampled token ids
+  (``input_ids`` / ``attention_mask``, as a :class:`~alignkit.rollout.Rollout` has
+  them) and the reward model's vocabulary equals the policy's, those ids are scored
+  directly: prompt ids + response ids + EOS is exactly the layout the reward model
+  was trained on. Otherwise each (prompt, completion) pair is tokenised as the data
+  pipeline tokenises an ``sft`` example (``prompt`` taken as a raw prompt).
+  Scoring is per example: a row's score does not depend on what else is in the
+  batch (up to float rounding); the model is frozen, in eval mode, under ``no_grad``.
 """
 from __future__ import annotations
 
@@ -44,7 +48,7 @@ class RewardScorer:
 
     def __init__(self, *, function: Callable[..., list[float]] | None = None, model: Any = None,
                  tokenizer: Any = None, data_cfg: Any = None, kwargs: dict | None = None, batch_size: int = 16,
-                 name: str = ""):
+                 name: str = "", policy_tokenizer: Any = None):
         if (function is None) == (model is None):
             raise ValueError("a RewardScorer needs exactly one of a reward function or a reward model")
         self.function = function
@@ -54,6 +58,9 @@ class RewardScorer:
         self.kwargs = dict(kwargs or {})
         self.batch_size = int(batch_size)
         self.name = name
+        #: whether rollout token ids can be scored as they are (same vocabulary as the policy)
+        self.shares_tokenizer = (model is not None and policy_tokenizer is not None
+                                 and tokenizer.get_vocab() == policy_tokenizer.get_vocab())
 
     @classmethod
     def from_config(cls, reward_cfg: Any, run: Any) -> "RewardScorer":
@@ -66,11 +73,14 @@ class RewardScorer:
         if reward_cfg.model_path:
             model, tok = load_reward_model(str(reward_cfg.model_path), run.device)
             return cls(model=model, tokenizer=tok, data_cfg=run.cfg.data, batch_size=reward_cfg.batch_size,
-                       name=str(reward_cfg.model_path))
+                       name=str(reward_cfg.model_path), policy_tokenizer=run.tokenizer)
         raise ValueError("set algo.reward.function=<registered name> or algo.reward.model_path=<rm run>/final")
 
-    def __call__(self, prompts: Sequence, completions: Sequence[str], *,
-                 references: Sequence | None = None) -> torch.Tensor:
+    def __call__(self, prompts: Sequence, completions: Sequence[str], *, references: Sequence | None = None,
+                 input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores ``[N]`` (float32, CPU). ``input_ids`` / ``attention_mask`` ``[N, T]`` (right or left
+        padded prompt+response ids of the policy) are optional and only used by a reward model
+        sharing the policy's vocabulary."""
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
         if self.function is not None:
@@ -79,23 +89,32 @@ class RewardScorer:
             if len(out) != len(completions):
                 raise ValueError(f"reward function {self.name!r} returned {len(out)} scores for {len(completions)} completions")
             return torch.tensor(out, dtype=torch.float32)
-        return self._score_with_model(prompts, completions)
+        if input_ids is not None and self.shares_tokenizer:
+            return self._score_ids(input_ids, attention_mask)
+        return self._score_text(prompts, completions)
 
     @torch.no_grad()
-    def _score_with_model(self, prompts: Sequence, completions: Sequence[str]) -> torch.Tensor:
+    def _score_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        from alignkit.modeling import reward_scores
+
+        device = next(self.model.parameters()).device
+        out = []
+        for start in range(0, input_ids.shape[0], self.batch_size):
+            ids = input_ids[start:start + self.batch_size].to(device)
+            mask = attention_mask[start:start + self.batch_size].to(device)
+            out.append(reward_scores(self.model, ids, mask).cpu())
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def _score_text(self, prompts: Sequence, completions: Sequence[str]) -> torch.Tensor:
         from alignkit.data.collate import collate
         from alignkit.data.tokenize import tokenize_example
 
-        device = next(self.model.parameters()).device
-        scores = []
-        for start in range(0, len(completions), self.batch_size):
-            feats = []
-            for p, c in zip(prompts[start:start + self.batch_size], completions[start:start + self.batch_size]):
-                f = tokenize_example({"prompt": p, "completion": c}, "sft", self.tokenizer, self.data_cfg)
-                if f is None:
-                    raise ValueError(f"reward model could not tokenise a completion (prompt {str(p)[:60]!r})")
-                feats.append(f)
-            batch = collate(feats, "sft", self.tokenizer)
-            out = self.model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
-            scores.append(out.logits[:, 0].float().cpu())
-        return torch.cat(scores)
+        feats = []
+        for p, c in zip(prompts, completions):
+            f = tokenize_example({"prompt": p, "completion": c}, "sft", self.tokenizer, self.data_cfg)
+            if f is None:
+                raise ValueError(f"reward model could not tokenise a completion (prompt {str(p)[:60]!r})")
+            feats.append(f)
+        batch = collate(feats, "sft", self.tokenizer)
+        return self._score_ids(batch["input_ids"], batch["attention_mask"])

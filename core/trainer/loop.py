@@ -63,11 +63,13 @@ class Trainer:
         from transformers import set_seed
 
         from alignkit import ops
-        from alignkit.registry import build_registry
+        from alignkit.registry import build_registry, default_registry
 
         self.cfg = cfg
         tcfg = cfg.trainer
-        self.registry = registry or build_registry(disabled=cfg.plugins.disable)
+        if registry is None:
+            registry = build_registry(disabled=cfg.plugins.disable) if cfg.plugins.disable else default_registry()
+        self.registry = registry
         self.spec = self.registry.algorithm(cfg.algo.name)
         ops.set_backend(cfg.ops.backend)
         if tcfg.num_threads:
