@@ -25,6 +25,14 @@ class ProConfig(OnlineRankingConfig):
 class PRO(RankedAlgorithm):
     """Trains on ranked lists; see :mod:`alignkit.plugins.ranking` for batching and evaluation."""
 
+    def tokenize(self, example: dict) -> dict | None:
+        scores = example.get("scores")
+        if scores is not None and not self.cfg.constant_temperature and len(set(scores)) < len(scores):
+            raise ValueError(
+                f"PRO: tied scores {list(scores)} in a ranked list (prompt {str(example['prompt'])[:80]!r}) make the "
+                f"reward-gap temperatures degenerate; set algo.constant_temperature=true or de-duplicate the scores")
+        return super().tokenize(example)
+
     def ranked_loss(self, mean, total, ntokens, scores, valid):
         return pro_loss(mean, total, scores, valid, sft_weight=self.cfg.sft_weight,
                         constant_temperature=self.cfg.constant_temperature)

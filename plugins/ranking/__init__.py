@@ -13,7 +13,10 @@ the pure loss on per-response log-prob statistics.
   ``loss`` is the algorithm's loss on each pair as a 2-list with scores ``[1, 0]``.
 * Online lists (``algo.num_samples > 0``): before training, :meth:`build_online_examples`
   samples ``num_samples`` responses per training prompt with the starting policy, scores
-  them with ``algo.reward`` and caches them (:mod:`alignkit.data.ranked`).
+  them with ``algo.reward`` (together with the data's own responses unless
+  ``include_dataset_responses: false``) and caches them (:mod:`alignkit.data.ranked`).
+  With a trainer that calls :meth:`prepare_examples` this happens before tokenisation;
+  otherwise :meth:`setup` swaps the training stream's features for the sampled lists.
 """
 from __future__ import annotations
 
@@ -96,6 +99,31 @@ class RankedAlgorithm(Algorithm):
         return out
 
     # -- online ranked lists ---------------------------------------------------------------------
+    def prepare_examples(self, examples: list[dict], split: str) -> list[dict]:
+        """Training examples -> ranked lists sampled online when ``algo.num_samples > 0``
+        (held-out examples are left alone). Called by the trainer before tokenisation."""
+        self._prepared = True
+        if split != "train" or int(self.cfg.num_samples) <= 0:
+            return examples
+        return self.build_online_examples(examples)
+
+    def tokenize(self, example: dict) -> dict | None:
+        # Until the trainer calls prepare_examples, remember the raw training examples so
+        # setup() can replace the training stream with the sampled lists.
+        if int(self.cfg.num_samples) > 0 and not getattr(self, "_prepared", False):
+            self.__dict__.setdefault("_pending", []).append(example)
+        return super().tokenize(example)
+
+    def setup(self) -> None:
+        pending = self.__dict__.pop("_pending", None)
+        if pending and not getattr(self, "_prepared", False):
+            self._prepared = True
+            rows = self.build_online_examples(pending)
+            feats = [f for f in (self.tokenize(r) for r in rows) if f is not None]
+            stream = self.run.trainer.state.data
+            stream.features = feats
+            stream.load_state_dict(stream.state_dict())  # re-draw the epoch order over the new features
+
     def build_online_examples(self, examples: list[dict]) -> list[dict]:
         """Ranked examples built by sampling ``algo.num_samples`` responses per prompt of
         ``examples`` (any kind with a ``prompt``) with the current policy and scoring them with
@@ -106,9 +134,7 @@ class RankedAlgorithm(Algorithm):
 
         cfg = self.cfg
         scorer = RewardScorer.from_config(cfg.reward, self.run)
-        extra = None
-        if cfg.include_dataset_responses:
-            extra = [_responses_of(ex) for ex in examples]
+        extra = [_responses_of(ex) for ex in examples] if cfg.include_dataset_responses else None
         g = cfg.generation
         sampling = {"max_new_tokens": int(g.max_new_tokens), "temperature": float(g.temperature),
                     "top_k": int(g.top_k), "top_p": float(g.top_p)}
@@ -121,6 +147,7 @@ class RankedAlgorithm(Algorithm):
         log.info("%s ranked lists for %d prompts %s %s", "read" if cached else "sampled", len(rows),
                  "from" if cached else "into", path)
         self.run.extra["ranked_cache"] = str(path)
+        self.run.extra["ranked_cache_hit"] = cached
         return rows
 
 
