@@ -14,6 +14,7 @@ from setuptools import find_packages, setup
 BUILTIN_PLUGINS = [
     "sft", "rm", "dpo",
     "rewards", "ppo", "raft", "grpo",
+    "pro", "rrhf", "coh",
 ]
 
 
