@@ -30,7 +30,8 @@ class MetricMeans:
 
     def add(self, metrics: dict[str, Any]) -> None:
         for k, v in metrics.items():
-            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+            v = float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+            self.sums[k] = self.sums.get(k, 0.0) + v
             self.counts[k] = self.counts.get(k, 0) + 1
 
     def result(self) -> dict[str, float]:

@@ -1,0 +1,184 @@
+"""``algo=ppo``: RLHF with PPO, as in InstructGPT (Ouyang et al. 2022) and the
+"N implementation details of RLHF with PPO" conventions (Huang et al. 2024).
+
+One training step (one *iteration*) on the step's prompt batches:
+
+1. roll out ``num_samples`` responses per prompt (:mod:`alignkit.rollout`), score them
+   (reward model or reward function), subtract the missing-EOS penalty;
+2. without gradients, per-token old log-probs, reference log-probs and values on the
+   response tokens; ``kl_t`` (k1 or k3) and the shaped rewards
+   ``r_t = -kl_coef * kl_t`` (+ score on the last response token);
+3. GAE (``alignkit.ops.gae``) and advantage whitening (``alignkit.ops.masked_whiten``);
+4. ``ppo_epochs`` passes over ``num_minibatches`` shuffled minibatches, each one optimiser
+   step of ``pg + vf_coef * vf`` (``alignkit.ops.ppo_loss`` / ``value_loss``);
+5. the adaptive KL controller sees the rollout's mean sequence KL.
+
+The value function (``value_model``) is a linear head on the policy's hidden states
+(``head``, shares the trunk) or a separate model initialised from the reward model
+(``reward``, needs ``reward.model_path``); it is returned by :meth:`PPO.extra_modules`,
+so the trainer optimises, clips and schedules its parameters with the policy's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from alignkit import AlgorithmSpec, hookimpl, modeling, ops
+from alignkit.losses.ppo import (
+    AdaptiveKLController,
+    FixedKLController,
+    explained_variance,
+    kl_per_token,
+    sequence_kl,
+    shape_rewards,
+)
+from alignkit.rollout import OnlineAlgorithm, RewardConfig, SamplingConfig
+from alignkit.rollout.online import MetricMeans, minibatches
+
+from .value import SeparateValueModel, ValueHead, policy_logprobs_and_values
+
+
+@dataclass
+class PPOConfig:
+    generation: SamplingConfig = field(default_factory=SamplingConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    num_samples: int = 1  # responses per prompt in a rollout
+    ppo_epochs: int = 4  # passes over each rollout
+    num_minibatches: int = 1  # minibatches per pass (each one optimiser step)
+    forward_batch_size: int = 16  # rows per no-grad forward when scoring the rollout
+    clip_eps: float = 0.2  # policy ratio clip ε
+    clip_eps_high: Optional[float] = None  # upper clip (default ε)
+    dual_clip: Optional[float] = None  # dual-clip c (> 1) for negative advantages; null = off
+    vf_coef: float = 0.1  # value loss weight
+    vf_clip: Optional[float] = 0.2  # value clip ε_v around the rollout's values; null = off
+    gamma: float = 1.0  # discount
+    lam: float = 0.95  # GAE λ
+    whiten_advantages: bool = True  # whiten advantages over the rollout's response tokens
+    kl_coef: float = 0.2  # initial KL coefficient
+    kl_estimator: str = "k1"  # k1 | k3
+    adaptive_kl: bool = True  # Ziegler et al. controller; false = fixed kl_coef
+    kl_target: float = 6.0  # target sequence KL (nats) of the adaptive controller
+    kl_horizon: float = 10000.0  # controller horizon (in sequences)
+    entropy_coef: float = 0.0  # entropy bonus weight
+    agg: str = "token-mean"  # token-mean | seq-mean-token-mean | seq-mean-token-sum
+    value_model: str = "head"  # head (on the policy) | reward (separate, from reward.model_path)
+    log_samples: int = 4  # responses written to samples.jsonl per iteration
+
+
+class PPO(OnlineAlgorithm):
+    needs_reference = True
+
+    def setup(self) -> None:
+        super().setup()
+        c = self.cfg
+        self.kl_ctl = (AdaptiveKLController(c.kl_coef, c.kl_target, c.kl_horizon) if c.adaptive_kl
+                       else FixedKLController(c.kl_coef))
+
+    @property
+    def value(self) -> torch.nn.Module:
+        """The value function, built on first use (the trainer asks for it through
+        :meth:`extra_modules` before :meth:`setup`, to optimise it with the policy)."""
+        if getattr(self, "_value", None) is None:
+            c = self.cfg
+            if c.value_model == "head":
+                self._value = ValueHead(modeling.unwrap(self.run.policy).config.hidden_size)
+            elif c.value_model == "reward":
+                if not c.reward.model_path:
+                    raise ValueError("algo.value_model=reward needs algo.reward.model_path (an algo=rm run's final/)")
+                self._value = SeparateValueModel(str(c.reward.model_path))
+            else:
+                raise ValueError(f"algo.value_model must be head or reward, got {c.value_model!r}")
+            self._value.to(self.run.device)
+        return self._value
+
+    def extra_modules(self) -> list:
+        return [self.value]
+
+    # -- forward passes -------------------------------------------------------------------
+    def _policy_and_values(self, ro, idx):
+        """``(logp, entropy, values)`` of rows ``idx`` with gradients, ``[n, T-1]``."""
+        if isinstance(self.value, ValueHead):
+            logp, _, ent, values = policy_logprobs_and_values(
+                self.run.policy, self.value, ro.input_ids[idx], ro.attention_mask[idx], ro.labels[idx],
+                temperature=self.temperature)
+            return logp, ent, values
+        logp, _, ent = self.logprobs(self.run.policy, ro, idx, entropy=True)
+        return logp, ent, self.value(ro.input_ids[idx], ro.attention_mask[idx])
+
+    @torch.no_grad()
+    def _rollout_tensors(self, ro):
+        """Old log-probs, reference log-probs and values ``[N, T-1]``, in chunks."""
+        olds, refs, vals = [], [], []
+        for idx in torch.arange(len(ro)).split(self.cfg.forward_batch_size):
+            logp, _, values = self._policy_and_values(ro, idx)
+            olds.append(logp)
+            vals.append(values)
+            refs.append(self.logprobs(self.run.reference, ro, idx)[0])
+        return torch.cat(olds), torch.cat(refs), torch.cat(vals)
+
+    @property
+    def temperature(self) -> float:
+        t = self.cfg.generation.temperature
+        return t if t > 0 else 1.0
+
+    # -- one iteration ----------------------------------------------------------------------
+    def train_step(self, micro_batches: list[dict]) -> dict[str, float]:
+        c = self.cfg
+        ro = self.rollout(micro_batches)
+        mask = ro.mask.to(self.run.device)  # [N, T-1]
+        with self.timer("train"):
+            old_logp, ref_logp, old_values = self._rollout_tensors(ro)
+            kl = kl_per_token(old_logp, ref_logp, mask, c.kl_estimator)  # [N, T-1]
+            kl_coef = self.kl_ctl.value
+            rewards = shape_rewards(ro.scores, kl, mask, kl_coef)  # [N, T-1]
+            adv, returns = ops.gae(rewards, old_values, mask, gamma=c.gamma, lam=c.lam)
+            if c.whiten_advantages:
+                adv = ops.masked_whiten(adv, mask)
+            means = MetricMeans()
+            for _ in range(c.ppo_epochs):
+                for idx in minibatches(len(ro), c.num_minibatches, self.generator):
+                    m = mask[idx]
+                    logp, ent, values = self._policy_and_values(ro, idx)
+                    pg, st = ops.ppo_loss(logp, old_logp[idx], adv[idx], m, clip_eps=c.clip_eps,
+                                          clip_eps_high=c.clip_eps_high, dual_clip=c.dual_clip, entropy=ent,
+                                          entropy_coef=c.entropy_coef, agg=c.agg)
+                    vf, vst = ops.value_loss(values, old_values[idx], returns[idx], m, clip_eps=c.vf_clip, agg=c.agg)
+                    loss = pg + c.vf_coef * vf
+                    self.run.backward(loss)
+                    step = self.run.optimizer_step()
+                    means.add({"loss": loss, "ppo/pg_loss": pg, "ppo/vf_loss": vf,
+                               "ppo/clipfrac": st["clipfrac"], "ppo/approx_kl": st["approx_kl"],
+                               "ppo/entropy": st["entropy"], "ppo/vf_clipfrac": vst["clipfrac"], **step})
+        seq_kl = float(sequence_kl(kl, mask).mean())
+        self.kl_ctl.update(seq_kl, len(ro))
+        metrics = {
+            **self.rollout_metrics(ro),
+            "rollout/kl": seq_kl,
+            "rollout/kl_coef": kl_coef,
+            "rollout/non_score_reward": -kl_coef * seq_kl,
+            "ppo/explained_variance": explained_variance(old_values, returns, mask),
+            "ppo/returns_mean": float(returns[mask].mean()),
+            "ppo/values_mean": float(old_values[mask].mean()),
+            **means.result(),
+            **self.pop_times(),
+        }
+        self.write_samples(ro)
+        self.iteration += 1
+        return metrics
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "kl_ctl": self.kl_ctl.state_dict(), "value": self.value.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        if "kl_ctl" in state:
+            self.kl_ctl.load_state_dict(state["kl_ctl"])
+            self.value.load_state_dict(state["value"])
+
+
+@hookimpl
+def alignkit_register_algorithms():
+    return [AlgorithmSpec("ppo", PPOConfig, PPO, "RLHF with PPO: rollouts, KL-shaped rewards, GAE, clipped "
+                          "policy and value losses", paper="Ouyang et al. 2022, arXiv:2203.02155")]
