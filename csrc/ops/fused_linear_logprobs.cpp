@@ -14,12 +14,10 @@ namespace alignkit {
 namespace {
 
 // Bytes of one logits tile; ~8 MB keeps it in the last-level cache on this class of CPU while the
-// GEMMs stay efficient. ALIGNKIT_TILE_BYTES overrides it (benchmarks).
+// GEMMs stay efficient. ALIGNKIT_TILE_BYTES overrides it (tests use it to force many tiles).
 int64_t tile_cols(int64_t rows, int64_t V, int64_t elem_size) {
-  static const int64_t budget = [] {
-    const char* env = std::getenv("ALIGNKIT_TILE_BYTES");
-    return env ? std::max<int64_t>(std::atoll(env), 1 << 16) : int64_t(8) << 20;
-  }();
+  const char* env = std::getenv("ALIGNKIT_TILE_BYTES");
+  const int64_t budget = env ? std::max<int64_t>(std::atoll(env), 1024) : int64_t(8) << 20;
   int64_t tv = budget / (std::max<int64_t>(rows, 1) * elem_size);
   tv = std::max<int64_t>(64, tv / 64 * 64);
   return std::min(tv, V);
