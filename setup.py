@@ -62,7 +62,7 @@ def ext_modules():
         os.environ.get("ALIGNKIT_CUDA", "") != "0" and torch.cuda.is_available())
     if with_cuda:
         return [CUDAExtension(
-            "alignkit._C", sources + rel("csrc/cuda/*.cu"), include_dirs=include_dirs,
+            "alignkit._C", sources + rel("csrc/cuda/*.cpp") + rel("csrc/cuda/*.cu"), include_dirs=include_dirs,
             define_macros=[("ALIGNKIT_WITH_CUDA", "1"), ("Py_LIMITED_API", "0x03090000")],
             extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--use_fast_math", "-lineinfo"]},
             py_limited_api=True)]
