@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import torch
 
+from alignkit.losses._lists import check_lists
+
 __all__ = ["pro_loss"]
 
 
@@ -66,15 +68,8 @@ def pro_loss(
         k=1: T_2 = 1, T_1 = 1 -> logits [-2, -3], L_1 = log(1 + e^-1) = 0.31326;
         L_rank = 1.01553.
     """
-    if mean_logps.shape != rewards.shape or sum_logps.shape != rewards.shape or mean_logps.dim() != 2:
-        raise ValueError(
-            f"mean_logps {tuple(mean_logps.shape)}, sum_logps {tuple(sum_logps.shape)} and rewards "
-            f"{tuple(rewards.shape)} must all be [B, K]"
-        )
+    valid = check_lists(valid, mean_logps=mean_logps, sum_logps=sum_logps, rewards=rewards)
     B, K = rewards.shape
-    if valid is None:
-        valid = torch.ones(B, K, dtype=torch.bool, device=rewards.device)
-    valid = valid.bool()
     r = rewards.detach().to(mean_logps.dtype)
     # Padding may carry NaN means (0 tokens); keep it out of the graph.
     mean_logps = torch.where(valid, mean_logps, torch.zeros_like(mean_logps))

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import torch
 
+from alignkit.losses._lists import check_lists
+
 __all__ = ["rrhf_loss"]
 
 
@@ -52,15 +54,7 @@ def rrhf_loss(
         (2,1): max(0, -1+3) = 2; (2,0): max(0, -1+2) = 1 -> L_rank = 4.
         Best is index 1: L_sft = 9/3 = 3. loss = 4 + 3 = 7.
     """
-    if not (sum_logps.shape == lengths.shape == rewards.shape) or sum_logps.dim() != 2:
-        raise ValueError(
-            f"sum_logps {tuple(sum_logps.shape)}, lengths {tuple(lengths.shape)} and rewards "
-            f"{tuple(rewards.shape)} must all be [B, K]"
-        )
-    B, K = rewards.shape
-    if valid is None:
-        valid = torch.ones(B, K, dtype=torch.bool, device=rewards.device)
-    valid = valid.bool()
+    valid = check_lists(valid, sum_logps=sum_logps, lengths=lengths, rewards=rewards)
     r = rewards.detach().to(sum_logps.dtype)
     lens = lengths.to(sum_logps.dtype).clamp(min=1)
     S = torch.where(valid, sum_logps, torch.zeros_like(sum_logps))
