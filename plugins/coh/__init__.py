@@ -52,6 +52,8 @@ class CohConfig:
     fcm_min_ratio: float = 0.0  #: lower end of that share
     lm_weight: float = 0.0  #: weight of a plain SFT term on the chosen responses (0 = off)
     form_seed: int = 0  #: seed of the per-example form choice
+    eval_samples: int = 0  #: at each evaluation, greedy answers for this many held-out prompts -> coh_samples.jsonl
+    eval_max_new_tokens: int = 48  #: length cap of those answers
 
 
 _PAIR_KEYS = ("chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels", "margin")
@@ -79,6 +81,8 @@ class CoH(Algorithm):
         if feat is None or pair is None:
             return None
         feat.update(pair)
+        feat["generation_prompt"] = generation_prompt(example.get("prompt") or "", self._template) \
+            if self.cfg.eval_samples else None
         if self.cfg.lm_weight:
             from alignkit.data.tokenize import tokenize_example
 
@@ -95,6 +99,7 @@ class CoH(Algorithm):
         tok = self.run.tokenizer
         out = collate([{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features], "sft", tok)
         out.update(collate([{k: f[k] for k in _PAIR_KEYS} for f in features], "preference", tok))
+        out["generation_prompts"] = [f.get("generation_prompt") for f in features]
         if "lm_input_ids" in features[0]:
             lm = collate([{"input_ids": f["lm_input_ids"], "labels": f["lm_labels"]} for f in features], "sft", tok)
             out.update({f"lm_{k}": v for k, v in lm.items()})
@@ -132,6 +137,7 @@ class CoH(Algorithm):
             fused = bool(self.run.cfg.model.get("fused_logprobs", True))
             mean = sequence_logprobs(self.run.policy, ids, am, lab, fused=fused)["mean"]
         B = batch["chosen_input_ids"].shape[0]
+        self._maybe_write_samples(batch.get("generation_prompts") or [])
         out = {k: float(v) for k, v in metrics.items()}
         out.update({
             "loss": float(loss),
@@ -142,15 +148,38 @@ class CoH(Algorithm):
         return out
 
     # -- generation -------------------------------------------------------------------------
-    def generate(self, prompts: list, **sampling) -> list[str]:
+    def _maybe_write_samples(self, gen_prompts: list) -> None:
+        """On the first held-out batch of each evaluation, sample answers for ``eval_samples``
+        prompts with the helpful-answer prompt and append them to ``<run>/coh_samples.jsonl``."""
+        n = int(self.cfg.eval_samples)
+        if n <= 0 or not gen_prompts or gen_prompts[0] is None:
+            return
+        first = getattr(self, "_first_eval_prompt", None)
+        if first is None:
+            self._first_eval_prompt = first = gen_prompts[0]
+        if gen_prompts[0] != first:  # not the first batch of this evaluation
+            return
+        import json
+
+        self._evaluations = getattr(self, "_evaluations", 0) + 1
+        texts = list(gen_prompts[:n])
+        answers = self.generate(texts, already_formatted=True, max_new_tokens=int(self.cfg.eval_max_new_tokens),
+                                temperature=0.0)
+        with open(self.run.output_dir / "coh_samples.jsonl", "a") as f:
+            for p, a in zip(texts, answers):
+                f.write(json.dumps({"evaluation": self._evaluations, "prompt": p, "answer": a}) + "\n")
+
+    def generate(self, prompts: list, already_formatted: bool = False, **sampling) -> list[str]:
         """Answers sampled with the ``User: {prompt} A helpful answer:`` prompt (``sampling``:
-        keyword arguments of :func:`alignkit.rollout.generation.generate`)."""
+        keyword arguments of :func:`alignkit.rollout.generation.generate`; ``already_formatted``:
+        the prompts are that text already)."""
         from alignkit.data.collate import pad
         from alignkit.rollout.generation import generate
 
         tok = self.run.tokenizer
-        texts = [generation_prompt(p, self._template) for p in prompts]
-        enc = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+        texts = list(prompts) if already_formatted else [generation_prompt(p, self._template) for p in prompts]
+        keep = int(self.run.cfg.data.max_prompt_length)
+        enc = [tok(t, add_special_tokens=False)["input_ids"][-keep:] for t in texts]
         T = max(len(e) for e in enc)
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         ids = pad(enc, pad_id, T, left=True).to(self.run.device)

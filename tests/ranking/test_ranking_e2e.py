@@ -22,10 +22,17 @@ def _run(algo, quick_overrides, steps, extra=()):
 
 @pytest.mark.parametrize("algo", ["pro", "rrhf", "coh"])
 def test_heldout_preference_accuracy_rises(algo, quick_overrides):
-    res, acc = _run(algo, quick_overrides, steps=12)
+    extra = ["algo.eval_samples=2", "algo.eval_max_new_tokens=8"] if algo == "coh" else []
+    res, acc = _run(algo, quick_overrides, steps=12, extra=extra)
     assert len(acc) == 2  # at the start and at the end
     assert acc[-1] >= acc[0] + 0.05, f"{algo}: held-out accuracy {acc[0]:.3f} -> {acc[-1]:.3f}"  # 3 of 60 pairs
     assert (res.output_dir / "final").is_dir()
+    if algo == "coh":  # greedy answers to the helpful-answer prompt, 2 per evaluation
+        import json
+
+        rows = [json.loads(x) for x in (res.output_dir / "coh_samples.jsonl").read_text().splitlines()]
+        assert [r["evaluation"] for r in rows] == [1, 1, 2, 2]
+        assert all(r["prompt"].startswith("User: ") and r["prompt"].endswith(" A helpful answer:") for r in rows)
 
 
 @pytest.mark.slow
