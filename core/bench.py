@@ -1,0 +1,422 @@
+"""``alignkit bench``: time and peak memory of alignkit's ops next to eager PyTorch and peers.
+
+Usage: ``alignkit bench [op ...] [--device cpu|cuda] [--json PATH] [--plot PATH] [--quick]``
+(also ``python -m alignkit.bench``). Ops: logprobs, fused_linear_logprobs, gae, dpo_loss, ppo_loss,
+value_loss (default: all).
+
+Every case runs each implementation side by side in the same process, interleaved round by round so
+background load hits them alike; the table shows the median and the p20/p80 of the per-call times and
+the speed-up of the median over the eager baseline. Peers (TRL's ``selective_log_softmax`` and
+``ChunkedLogProbFunction``, Liger) are included when importable and skipped otherwise.
+
+Peak memory is measured honestly, per implementation, in a fresh subprocess: on CPU it builds the
+inputs, resets the kernel's peak-RSS counter (``/proc/self/clear_refs``), runs the case once and
+reports ``VmHWM - VmRSS before`` (every byte the call touched: outputs, saved tensors, gradients,
+workspaces); on CUDA it uses the caching allocator's peak counter the same way.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+OPS = ("logprobs", "fused_linear_logprobs", "gae", "dpo_loss", "ppo_loss", "value_loss")
+
+
+@dataclass
+class Case:
+    """One benchmark case: inputs builder and the implementations to compare (name → make(inputs) → run)."""
+    op: str
+    shape: str
+    dtype: str
+    mode: str  # "fwd" or "fwd+bwd"
+    build: Callable[[str], dict]
+    impls: dict[str, Callable[[dict], Callable[[], None]]]
+    baseline: str  # the implementation speed-ups are measured against
+    key: str = ""
+    notes: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------------
+# Inputs (built in place so that peak-RSS measurements have no transient from input creation)
+# ------------------------------------------------------------------------------------------------
+def _randn(shape, device, dtype=torch.float32, scale=1.0, shift=0.0, grad=False):
+    t = torch.empty(shape, device=device, dtype=dtype).normal_(shift, scale)
+    return t.requires_grad_(grad)
+
+
+def _labels(n, V, device):
+    return torch.empty(n, dtype=torch.long, device=device).random_(0, V)
+
+
+def _peers():
+    peers = {}
+    try:
+        from trl.trainer.utils import selective_log_softmax
+        peers["trl_selective"] = selective_log_softmax
+    except Exception:  # noqa: BLE001 - any import failure means "not installed"
+        pass
+    try:
+        from trl.kernels import ChunkedLogProbFunction
+        from trl.trainer import utils as trl_utils
+        peers["trl_chunked"] = (ChunkedLogProbFunction, getattr(trl_utils, "_CHUNKED_LOGPROB_CHUNK_SIZE", 4096))
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
+        peers["liger_flce"] = liger_fused_linear_cross_entropy
+    except Exception:  # noqa: BLE001
+        pass
+    return peers
+
+
+def _backward(*tensors):
+    for t in tensors:
+        t.grad = None
+    return tensors
+
+
+def cases(device: str, quick: bool) -> list[Case]:
+    """The benchmark cases; shapes are the kernels.md targets (smaller with ``quick``)."""
+    import alignkit.ops as ops
+    from alignkit.ops import _kernels as K
+    from alignkit.ops import reference as R
+
+    peers = _peers()
+    out: list[Case] = []
+
+    # logprobs forward: N tokens over a V vocabulary
+    N, V = (512, 8192) if quick else (4096, 49152)
+    lp_impls = {
+        "alignkit kernel": lambda d: lambda: K.logprobs(d["x"], d["y"]),
+        "alignkit reference": lambda d: lambda: R.logprobs(d["x"], d["y"]),
+        "eager log_softmax+gather": lambda d: lambda: torch.log_softmax(d["x"].float(), -1).gather(
+            -1, d["y"].unsqueeze(-1)).squeeze(-1),
+    }
+    if "trl_selective" in peers:
+        f = peers["trl_selective"]
+        lp_impls["TRL selective_log_softmax"] = lambda d: lambda: f(d["x"], d["y"])
+    for dtype in (torch.float32,) if quick else (torch.float32, torch.bfloat16):
+        out.append(Case("logprobs", f"N={N} V={V}", str(dtype).replace("torch.", ""), "fwd",
+                        lambda dev, dtype=dtype: {"x": _randn((N, V), dev, dtype, scale=2.0), "y": _labels(N, V, dev)},
+                        lp_impls, "eager log_softmax+gather"))
+
+    # fused_linear_logprobs forward + backward
+    N, H, V = (512, 128, 8192) if quick else (4096, 576, 49152)
+
+    def fused_inputs(dev):
+        return {"h": _randn((N, H), dev, grad=True), "w": _randn((V, H), dev, scale=H ** -0.5, grad=True),
+                "y": _labels(N, V, dev)}
+
+    def fl_kernel(d):
+        def run():
+            K.fused_linear_logprobs(*_backward(d["h"], d["w"]), d["y"]).sum().backward()
+        return run
+
+    def fl_eager(d):
+        def run():
+            h, w = _backward(d["h"], d["w"])
+            torch.log_softmax(h @ w.T, -1).gather(-1, d["y"].unsqueeze(-1)).sum().backward()
+        return run
+
+    fl_impls = {"alignkit kernel": fl_kernel, "eager linear+log_softmax+gather": fl_eager}
+    if "trl_chunked" in peers:
+        fn, chunk = peers["trl_chunked"]
+
+        def fl_trl(d):
+            def run():
+                h, w = _backward(d["h"], d["w"])
+                fn.apply(h, w, None, d["y"], 1.0, chunk, None, 1.0, ())[0].sum().backward()
+            return run
+        fl_impls["TRL ChunkedLogProbFunction"] = fl_trl
+    if "liger_flce" in peers and device == "cuda":
+        f = peers["liger_flce"]
+
+        def fl_liger(d):
+            def run():
+                h, w = _backward(d["h"], d["w"])
+                f(h, w, d["y"], reduction="sum").backward()  # cross-entropy = -Σ logp
+            return run
+        fl_impls["Liger fused_linear_cross_entropy"] = fl_liger
+    out.append(Case("fused_linear_logprobs", f"N={N} H={H} V={V}", "float32", "fwd+bwd", fused_inputs,
+                    fl_impls, "eager linear+log_softmax+gather"))
+
+    # gae
+    B, T = (16, 256) if quick else (64, 1024)
+
+    def gae_inputs(dev):
+        return {"r": _randn((B, T), dev), "v": _randn((B, T), dev),
+                "m": torch.ones(B, T, dtype=torch.bool, device=dev).tril_(T // 2)}
+
+    out.append(Case("gae", f"B={B} T={T}", "float32", "fwd", gae_inputs, {
+        "alignkit kernel": lambda d: lambda: K.gae(d["r"], d["v"], d["m"], gamma=1.0, lam=0.95),
+        "python reverse loop": lambda d: lambda: R.gae(d["r"], d["v"], d["m"], gamma=1.0, lam=0.95),
+    }, "python reverse loop"))
+
+    # dpo_loss forward + backward on B pairs
+    B = 8192 if quick else 65536
+
+    def dpo_inputs(dev):
+        return {k: _randn((B,), dev, scale=5.0, shift=-50.0, grad=k.startswith("p")) for k in ("pc", "pr", "rc", "rr")}
+
+    def dpo_impl(mod):
+        def make(d):
+            def run():
+                pc, pr = _backward(d["pc"], d["pr"])
+                mod.dpo_loss(pc, pr, d["rc"], d["rr"], beta=0.1)[0].mean().backward()
+            return run
+        return make
+
+    out.append(Case("dpo_loss", f"B={B}", "float32", "fwd+bwd", dpo_inputs,
+                    {"alignkit kernel": dpo_impl(K), "eager composition": dpo_impl(R)}, "eager composition"))
+
+    # ppo_loss / value_loss forward + backward on [B, T]
+    B, T = (16, 512) if quick else (64, 1024)
+
+    def ppo_inputs(dev):
+        d = {"lp": _randn((B, T), dev, scale=0.5, shift=-2.0, grad=True),
+             "old": _randn((B, T), dev, scale=0.5, shift=-2.0),
+             "ref": _randn((B, T), dev, scale=0.5, shift=-2.0), "adv": _randn((B, T), dev),
+             "m": torch.ones(B, T, dtype=torch.bool, device=dev).tril_(T // 2)}
+        return d
+
+    def ppo_impl(mod):
+        def make(d):
+            def run():
+                (lp,) = _backward(d["lp"])
+                loss, _ = mod.ppo_loss(lp, d["old"], d["adv"], d["m"], ref_logprobs=d["ref"], kl_coef=0.05,
+                                       kl_estimator="k3")
+                loss.backward()
+            return run
+        return make
+
+    def value_impl(mod):
+        def make(d):
+            def run():
+                (v,) = _backward(d["lp"])
+                mod.value_loss(v, d["old"], d["adv"], d["m"], clip_eps=0.2)[0].backward()
+            return run
+        return make
+
+    out.append(Case("ppo_loss", f"B={B} T={T} (k3 KL)", "float32", "fwd+bwd", ppo_inputs,
+                    {"alignkit kernel": ppo_impl(K), "eager composition": ppo_impl(R)}, "eager composition"))
+    out.append(Case("value_loss", f"B={B} T={T}", "float32", "fwd+bwd", ppo_inputs,
+                    {"alignkit kernel": value_impl(K), "eager composition": value_impl(R)}, "eager composition"))
+    for i, c in enumerate(out):
+        c.key = f"{i}"
+    del ops
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Measurement
+# ------------------------------------------------------------------------------------------------
+def _sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_case(case: Case, device: str, quick: bool) -> dict[str, list[float]]:
+    """Per-call wall times (s) of every implementation, interleaved round by round."""
+    inputs = case.build(device)
+    runs = {name: make(inputs) for name, make in case.impls.items()}
+    for run in runs.values():  # warm-up (first-call allocations, thread pools, caches)
+        run()
+    _sync(device)
+    budget, min_rounds, max_rounds = (0.3, 2, 20) if quick else (2.0, 3, 30)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    start = time.perf_counter()
+    while True:
+        for name, run in runs.items():
+            t0 = time.perf_counter()
+            run()
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
+        rounds = len(next(iter(times.values())))
+        if rounds >= max_rounds or (rounds >= min_rounds and time.perf_counter() - start > budget):
+            return times
+
+
+def _status_bytes(field_name: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field_name} not in /proc/self/status")
+
+
+def measure_memory_here(op: str, impl: str, device: str, quick: bool) -> int:
+    """Peak extra bytes of one call of ``impl`` on ``op``'s case (run in a fresh process)."""
+    case = next(c for c in cases(device, quick) if f"{c.op}|{c.dtype}" == op)
+    inputs = case.build(device)
+    run = case.impls[impl](inputs)
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        run()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    # Linux: writing 5 to clear_refs resets the peak RSS (VmHWM) to the current RSS, so the peak
+    # read afterwards belongs to this call alone (imports and input creation are excluded).
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    base = _status_bytes("VmRSS")
+    run()
+    return max(_status_bytes("VmHWM") - base, 0)
+
+
+def memory_case(case: Case, impl: str, device: str, quick: bool) -> int | None:
+    cmd = [sys.executable, "-m", "alignkit.bench", "--_memory", f"{case.op}|{case.dtype}", impl,
+           "--device", device] + (["--quick"] if quick else [])
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        return int(res.stdout.strip().splitlines()[-1])
+    except Exception:  # noqa: BLE001 - report as unknown rather than fail the whole benchmark
+        return None
+
+
+def _pct(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))]
+
+
+def run_benchmarks(ops_: list[str], device: str, quick: bool, memory: bool = True) -> list[dict]:
+    rows = []
+    for case in cases(device, quick):
+        if case.op not in ops_:
+            continue
+        times = time_case(case, device, quick)
+        base = statistics.median(times[case.baseline])
+        for impl, ts in times.items():
+            med = statistics.median(ts)
+            mem = memory_case(case, impl, device, quick) if memory else None
+            row = {"op": case.op, "shape": case.shape, "dtype": case.dtype, "mode": case.mode,
+                   "impl": impl, "median_s": med, "p20_s": _pct(ts, 0.2), "p80_s": _pct(ts, 0.8),
+                   "n": len(ts), "peak_extra_mb": None if mem is None else mem / 2 ** 20,
+                   "speedup_vs_baseline": base / med, "baseline": case.baseline}
+            rows.append(row)
+            print(_format_row(row), flush=True)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------
+# Output
+# ------------------------------------------------------------------------------------------------
+_HEADER = (f"{'op':<22} {'shape':<22} {'dtype':<9} {'mode':<8} {'implementation':<33} "
+           f"{'median':>10} {'p20-p80':>19} {'peak extra':>11} {'vs eager':>9}")
+
+
+def _ms(s):
+    return f"{s * 1e3:.2f} ms" if s < 10 else f"{s:.2f} s"
+
+
+def _format_row(r):
+    mem = "?" if r["peak_extra_mb"] is None else f"{r['peak_extra_mb']:.1f} MB"
+    band = f"{_ms(r['p20_s'])}-{_ms(r['p80_s'])}"
+    return (f"{r['op']:<22} {r['shape']:<22} {r['dtype']:<9} {r['mode']:<8} {r['impl']:<33} "
+            f"{_ms(r['median_s']):>10} {band:>19} {mem:>11} {r['speedup_vs_baseline']:>8.2f}x")
+
+
+def machine_info(device: str) -> dict:
+    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "device": device, "loadavg_start": os.getloadavg()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+    try:
+        import trl
+        info["trl"] = trl.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def plot(rows: list[dict], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases_ = list(dict.fromkeys((r["op"], r["shape"], r["dtype"]) for r in rows))
+    fig, axes = plt.subplots(len(cases_), 2, figsize=(13, 1.6 + 1.3 * len(rows) / max(len(cases_), 1) * len(cases_) / 2.2),
+                             squeeze=False)
+    for i, key in enumerate(cases_):
+        rs = [r for r in rows if (r["op"], r["shape"], r["dtype"]) == key]
+        names = [r["impl"] for r in rs]
+        colors = ["tab:green" if n.startswith("alignkit kernel") else "tab:gray" for n in names]
+        ax = axes[i][0]
+        ax.barh(names, [r["median_s"] * 1e3 for r in rs], color=colors,
+                xerr=[[max(r["median_s"] - r["p20_s"], 0) * 1e3 for r in rs],
+                      [max(r["p80_s"] - r["median_s"], 0) * 1e3 for r in rs]])
+        ax.set_xscale("log")
+        ax.set_title(f"{key[0]} {key[1]} {key[2]} — time (ms, lower is better)", fontsize=9)
+        ax.invert_yaxis()
+        ax = axes[i][1]
+        ax.barh(names, [r["peak_extra_mb"] or 0 for r in rs], color=colors)
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_title("peak extra memory (MB)", fontsize=9)
+        ax.invert_yaxis()
+        ax.set_yticklabels([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="alignkit bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("ops", nargs="*", help=f"ops to run (default: all of {', '.join(OPS)})")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--json", help="write the results as JSON here")
+    parser.add_argument("--plot", help="write a PNG plot here")
+    parser.add_argument("--quick", action="store_true", help="small shapes and few repetitions (smoke test)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the per-case memory subprocesses")
+    parser.add_argument("--_memory", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("alignkit bench: --device cuda but no CUDA device is available", file=sys.stderr)
+        return 2
+    if args._memory:
+        print(measure_memory_here(args._memory[0], args._memory[1], args.device, args.quick))
+        return 0
+    unknown = [o for o in args.ops if o not in OPS]
+    if unknown:
+        print(f"alignkit bench: unknown op(s) {unknown}; choose from {', '.join(OPS)}", file=sys.stderr)
+        return 2
+    import alignkit.ops as ops
+    if not ops.kernels_available():
+        print("alignkit bench: alignkit._C is not built; run `pip install --no-build-isolation -e .`",
+              file=sys.stderr)
+        return 1
+    info = machine_info(args.device)
+    print(f"# alignkit bench on {info.get('cpu', '?')} ({info['threads']} threads, {info['cpu_capability']}), "
+          f"torch {info['torch']}, device {args.device}, load {info['loadavg_start'][0]:.2f}")
+    print(_HEADER)
+    rows = run_benchmarks(list(args.ops) or list(OPS), args.device, args.quick, memory=not args.no_memory)
+    info["loadavg_end"] = os.getloadavg()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": info, "results": rows}, f, indent=1)
+    if args.plot:
+        plot(rows, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
