@@ -55,11 +55,9 @@ class OnlineAlgorithm(Algorithm):
         self.generator = torch.Generator().manual_seed(int(self.run.cfg.trainer.seed))
 
     def optimizer_steps_per_step(self) -> int:
-        """Optimiser steps one :meth:`train_step` takes (epochs x minibatches): the LR schedule
-        spans ``trainer.max_steps`` times this many steps."""
-        c = self.cfg
-        epochs = next(getattr(c, k) for k in ("ppo_epochs", "epochs", "sft_epochs") if hasattr(c, k))
-        return int(epochs) * int(c.num_minibatches)
+        """Optimiser steps one :meth:`train_step` takes (subclasses: passes x minibatches), so
+        that an LR schedule can span ``trainer.max_steps`` times this many steps."""
+        return 1
 
     # -- timing --------------------------------------------------------------------------
     @contextmanager

@@ -67,6 +67,9 @@ class GroupRelative(OnlineAlgorithm):
         return torch.cat([self.logprobs(model, ro, idx)[0]
                           for idx in torch.arange(len(ro)).split(self.cfg.forward_batch_size)])
 
+    def optimizer_steps_per_step(self) -> int:
+        return self.cfg.epochs * self.cfg.num_minibatches
+
     def train_step(self, micro_batches: list[dict]) -> dict[str, float]:
         c = self.cfg
         ro = self.rollout(micro_batches)

@@ -124,6 +124,9 @@ class PPO(OnlineAlgorithm):
         return t if t > 0 else 1.0
 
     # -- one iteration ----------------------------------------------------------------------
+    def optimizer_steps_per_step(self) -> int:
+        return self.cfg.ppo_epochs * self.cfg.num_minibatches
+
     def train_step(self, micro_batches: list[dict]) -> dict[str, float]:
         c = self.cfg
         ro = self.rollout(micro_batches)

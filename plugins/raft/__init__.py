@@ -79,6 +79,9 @@ class RAFT(OnlineAlgorithm):
             seq.append(sequence_kl(kl_per_token(logp, ref, m, "k1"), m))
         return float(torch.cat(seq).mean())
 
+    def optimizer_steps_per_step(self) -> int:
+        return self.cfg.sft_epochs * self.cfg.num_minibatches
+
     def train_step(self, micro_batches: list[dict]) -> dict[str, float]:
         c = self.cfg
         ro = self.rollout(micro_batches, self.k)
