@@ -82,6 +82,10 @@ class Trainer:
         cpu = tcfg.device == "cpu" or (tcfg.device == "auto" and not torch.cuda.is_available())
         if tcfg.device == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("trainer.device=cuda but no CUDA device is available")
+        if tcfg.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"trainer.mixed_precision must be no, bf16 or fp16, got {tcfg.mixed_precision!r}")
+        if tcfg.mixed_precision == "fp16" and cpu:
+            raise ValueError("trainer.mixed_precision=fp16 needs a CUDA device; use bf16 (or no) on CPU")
         self.accelerator = Accelerator(cpu=cpu, mixed_precision=tcfg.mixed_precision)
         self.run = RunContext(cfg=cfg, output_dir=self.run_dir, accelerator=self.accelerator,
                               registry=self.registry, trainer=self)

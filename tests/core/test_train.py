@@ -27,7 +27,7 @@ def _falls(losses, k=4):
                                        ["algo=dpo", "algo.loss_type=ipo", "algo.beta=0.5"],
                                        ["algo=dpo", "algo.loss_type=hinge"], ["algo=dpo", "algo.loss_type=robust",
                                                                               "algo.label_smoothing=0.1"],
-                                       ["algo=dpo", "algo.reference_free=true"]],
+                                       ["algo=dpo", "algo.reference_free=true", "algo.beta=0.02", "trainer.lr=1e-3"]],
                          ids=lambda o: "-".join(x.split("=")[1] for x in o))
 def test_loss_falls(overrides, quick_overrides):
     result = train(compose_config([*overrides, *FAST, *quick_overrides]))
