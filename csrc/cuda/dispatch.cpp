@@ -16,6 +16,12 @@ template <typename T>
 const T* cptr(const at::Tensor* t) {
   return t && t->defined() && t->numel() ? t->const_data_ptr<T>() : nullptr;
 }
+template <typename scalar_t, typename Args>
+L::TileRows<scalar_t> tile_rows(const Args& a) {
+  return {a.x.template const_data_ptr<scalar_t>(), a.layout.stride, a.layout.offsets, a.labels.numel(),
+          a.x.size(-1), a.v0, a.ignore_index, a.labels.template const_data_ptr<int64_t>(),
+          L::acc_t<scalar_t>(a.inv_temp)};
+}
 cudaStream_t stream_of(const at::Tensor& t) {
   return c10::cuda::getCurrentCUDAStream(t.device().index()).stream();
 }
@@ -29,9 +35,7 @@ void lse_tile(const LseTileArgs& a) {
   AK_CUDA_DISPATCH(a.x, "alignkit_lse_tile_cuda", [&] {
     using acc = L::acc_t<scalar_t>;
     auto p = [](at::Tensor& t) { return t.defined() ? t.mutable_data_ptr<acc>() : nullptr; };
-    L::LseTile<scalar_t> k{a.x.const_data_ptr<scalar_t>(), a.layout.stride, a.layout.offsets,
-                           a.labels.numel(), a.x.size(-1), a.v0, a.ignore_index,
-                           a.labels.const_data_ptr<int64_t>(), acc(a.inv_temp), a.with_entropy,
+    L::LseTile<scalar_t> k{tile_rows<scalar_t>(a), a.with_entropy,
                            a.first, a.last, p(a.m), p(a.s), p(a.t), p(a.zy), p(a.logp), p(a.lse),
                            p(a.entropy)};
     L::lse_tile(k, stream_of(a.x));
@@ -42,10 +46,7 @@ void grad_tile(const GradTileArgs& a) {
   const c10::cuda::CUDAGuard guard(a.x.device());
   AK_CUDA_DISPATCH(a.x, "alignkit_grad_tile_cuda", [&] {
     using acc = L::acc_t<scalar_t>;
-    L::GradTile<scalar_t> k{a.x.const_data_ptr<scalar_t>(), a.layout.stride, a.layout.offsets,
-                            a.labels.numel(), a.x.size(-1), a.v0, a.ignore_index,
-                            a.labels.const_data_ptr<int64_t>(), acc(a.inv_temp),
-                            a.lse.const_data_ptr<acc>(), a.entropy.const_data_ptr<acc>(),
+    L::GradTile<scalar_t> k{tile_rows<scalar_t>(a), a.lse.const_data_ptr<acc>(), a.entropy.const_data_ptr<acc>(),
                             a.g.const_data_ptr<acc>(), cptr<acc>(a.g_ent),
                             a.out.mutable_data_ptr<scalar_t>()};
     L::grad_tile(k, stream_of(a.x));

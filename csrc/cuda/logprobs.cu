@@ -6,14 +6,15 @@ namespace alignkit::cuda_launch {
 namespace {
 
 template <typename scalar_t, bool kEntropy>
-__global__ void lse_tile_kernel(LseTile<scalar_t> a) {
+__global__ void lse_tile_kernel(LseTile<scalar_t> lt) {
   using acc = acc_t<scalar_t>;
+  const TileRows<scalar_t>& a = lt.rows;
   const int64_t r = blockIdx.x;
   const int64_t y = a.labels[r];
   if (y == a.ignore_index) {
-    if (a.last && threadIdx.x == 0) {
-      a.logp[r] = a.lse[r] = acc(0);
-      if (kEntropy) a.ent[r] = acc(0);
+    if (lt.last && threadIdx.x == 0) {
+      lt.logp[r] = lt.lse[r] = acc(0);
+      if (kEntropy) lt.ent[r] = acc(0);
     }
     return;
   }
@@ -30,30 +31,31 @@ __global__ void lse_tile_kernel(LseTile<scalar_t> a) {
   block_sum<acc, 2>(st);
   if (threadIdx.x != 0) return;
   LseState<acc> state{m, st[0], st[1]};
-  if (!a.first) state = lse_combine(LseState<acc>{a.m[r], a.s[r], a.t[r]}, state);
-  if (y >= a.v0 && y < a.v0 + a.n) a.zy[r] = acc(row[y - a.v0]) * a.inv_temp;
-  if (a.last) {
-    a.lse[r] = lse_value(state);
-    const acc lp = a.zy[r] - a.lse[r];
-    a.logp[r] = lp < acc(0) ? lp : acc(0);
-    if (kEntropy) a.ent[r] = lse_entropy(state);
+  if (!lt.first) state = lse_combine(LseState<acc>{lt.m[r], lt.s[r], lt.t[r]}, state);
+  if (y >= a.v0 && y < a.v0 + a.n) lt.zy[r] = acc(row[y - a.v0]) * a.inv_temp;
+  if (lt.last) {
+    lt.lse[r] = lse_value(state);
+    const acc lp = lt.zy[r] - lt.lse[r];
+    lt.logp[r] = lp < acc(0) ? lp : acc(0);
+    if (kEntropy) lt.ent[r] = lse_entropy(state);
   } else {
-    a.m[r] = state.m, a.s[r] = state.s, a.t[r] = state.t;
+    lt.m[r] = state.m, lt.s[r] = state.s, lt.t[r] = state.t;
   }
 }
 
 template <typename scalar_t>
-__global__ void grad_tile_kernel(GradTile<scalar_t> a) {
+__global__ void grad_tile_kernel(GradTile<scalar_t> gt) {
   using acc = acc_t<scalar_t>;
+  const TileRows<scalar_t>& a = gt.rows;
   const int64_t r = blockIdx.x;
   const int64_t y = a.labels[r];
-  scalar_t* out = a.out + r * a.n;
+  scalar_t* out = gt.out + r * a.n;
   if (y == a.ignore_index) {
     for (int64_t j = threadIdx.x; j < a.n; j += blockDim.x) out[j] = scalar_t(0);
     return;
   }
   const scalar_t* row = a.x + (a.offsets ? a.offsets[r] : r * a.stride);
-  const acc lse = a.lse[r], ent = a.ent[r], g = a.g[r], ge = a.g_ent ? a.g_ent[r] : acc(0);
+  const acc lse = gt.lse[r], ent = gt.ent[r], g = gt.g[r], ge = gt.g_ent ? gt.g_ent[r] : acc(0);
   for (int64_t j = threadIdx.x; j < a.n; j += blockDim.x) {
     acc d = logit_grad(acc(row[j]) * a.inv_temp, lse, ent, g, ge, a.inv_temp);
     if (a.v0 + j == y) d += g * a.inv_temp;
@@ -65,18 +67,18 @@ __global__ void grad_tile_kernel(GradTile<scalar_t> a) {
 
 template <typename scalar_t>
 void lse_tile(const LseTile<scalar_t>& a, cudaStream_t stream) {
-  if (a.N == 0) return;
+  if (a.rows.N == 0) return;
   if (a.with_entropy) {
-    lse_tile_kernel<scalar_t, true><<<a.N, kThreads, 0, stream>>>(a);
+    lse_tile_kernel<scalar_t, true><<<a.rows.N, kThreads, 0, stream>>>(a);
   } else {
-    lse_tile_kernel<scalar_t, false><<<a.N, kThreads, 0, stream>>>(a);
+    lse_tile_kernel<scalar_t, false><<<a.rows.N, kThreads, 0, stream>>>(a);
   }
 }
 
 template <typename scalar_t>
 void grad_tile(const GradTile<scalar_t>& a, cudaStream_t stream) {
-  if (a.N == 0) return;
-  grad_tile_kernel<scalar_t><<<a.N, kThreads, 0, stream>>>(a);
+  if (a.rows.N == 0) return;
+  grad_tile_kernel<scalar_t><<<a.rows.N, kThreads, 0, stream>>>(a);
 }
 
 #define AK_LSE(T) void lse_tile<T>(const LseTile<T>&, cudaStream_t)

@@ -104,13 +104,18 @@ inline KlEstimator parse_kl(std::string_view s) {
 
 // Validates a [B, T] (or [T]) float input against `ref` (same shape, dtype, device); returns it
 // contiguous and 2-D.
-inline at::Tensor bt_input(const char* name, const at::Tensor& t, const at::Tensor& ref) {
+// `t` must match `ref` (the op's first input) in shape, device and dtype.
+inline void check_like(const char* name, const at::Tensor& t, const at::Tensor& ref) {
   TORCH_CHECK(t.sizes() == ref.sizes(), "alignkit: `", name, "` must have shape ", ref.sizes(),
               ", got ", t.sizes());
   TORCH_CHECK(t.device() == ref.device(), "alignkit: `", name, "` is on ", t.device(),
               " but the other inputs are on ", ref.device());
   TORCH_CHECK(t.scalar_type() == ref.scalar_type(), "alignkit: `", name, "` must have dtype ",
               ref.scalar_type(), ", got ", t.scalar_type());
+}
+
+inline at::Tensor bt_input(const char* name, const at::Tensor& t, const at::Tensor& ref) {
+  check_like(name, t, ref);
   auto c = t.contiguous();
   return c.dim() == 1 ? c.unsqueeze(0) : c;
 }

@@ -13,11 +13,12 @@ namespace alignkit {
 
 namespace {
 
-// Bytes of one logits tile; ~8 MB keeps it in the last-level cache on this class of CPU while the
-// GEMMs stay efficient. ALIGNKIT_TILE_BYTES overrides it (tests use it to force many tiles).
+// Bytes of one logits tile. 32 MB (2048 columns at N = 4096) measured faster than 8 MB on the 2-core
+// dev box (fwd 12.3 s vs 15.3 s, bwd 33-39 s vs 44-45 s, under heavy load) while staying far below
+// the [N, V] logits. ALIGNKIT_TILE_BYTES overrides it (tests use it to force many tiles).
 int64_t tile_cols(int64_t rows, int64_t V, int64_t elem_size) {
   const char* env = std::getenv("ALIGNKIT_TILE_BYTES");
-  const int64_t budget = env ? std::max<int64_t>(std::atoll(env), 1024) : int64_t(8) << 20;
+  const int64_t budget = env ? std::max<int64_t>(std::atoll(env), 1024) : int64_t(32) << 20;
   int64_t tv = budget / (std::max<int64_t>(rows, 1) * elem_size);
   tv = std::max<int64_t>(64, tv / 64 * 64);
   return std::min(tv, V);

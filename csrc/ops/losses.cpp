@@ -15,12 +15,7 @@ DpoInputs dpo_inputs(const at::Tensor& pc, const at::Tensor& pr, const at::Tenso
   AK_CHECK_SUPPORTED_DEVICE("policy_chosen", pc);
   AK_CHECK_FLOAT("policy_chosen", pc);
   auto same = [&](const char* name, const at::Tensor& t) {
-    TORCH_CHECK(t.sizes() == pc.sizes(), "alignkit: `", name, "` must have shape ", pc.sizes(),
-                " like `policy_chosen`, got ", t.sizes());
-    TORCH_CHECK(t.device() == pc.device(), "alignkit: `", name, "` is on ", t.device(),
-                " but `policy_chosen` is on ", pc.device());
-    TORCH_CHECK(t.scalar_type() == pc.scalar_type(), "alignkit: `", name, "` must have dtype ",
-                pc.scalar_type(), ", got ", t.scalar_type());
+    check_like(name, t, pc);
     return t.contiguous();
   };
   TORCH_CHECK(beta > 0, "alignkit: `beta` must be > 0, got ", beta);

@@ -23,16 +23,21 @@ struct Acc<double> {
 template <typename scalar_t>
 using acc_t = typename Acc<scalar_t>::type;
 
-// One vocabulary tile of N rows (see LseTileArgs in ops.h). Row r of x starts at
-// x + (offsets ? offsets[r] : r * stride).
+// One vocabulary tile [v0, v0 + n) of N rows (see LseTileArgs / GradTileArgs in ops.h). Row r of x
+// starts at x + (offsets ? offsets[r] : r * stride).
 template <typename scalar_t>
-struct LseTile {
+struct TileRows {
   const scalar_t* x;
   int64_t stride;
   const int64_t* offsets;
   int64_t N, n, v0, ignore_index;
   const int64_t* labels;
   acc_t<scalar_t> inv_temp;
+};
+
+template <typename scalar_t>
+struct LseTile {
+  TileRows<scalar_t> rows;
   bool with_entropy, first, last;
   acc_t<scalar_t>*m, *s, *t, *zy;    // running state [N] (unused when first && last, except zy)
   acc_t<scalar_t>*logp, *lse, *ent;  // outputs [N] when last
@@ -42,12 +47,7 @@ void lse_tile(const LseTile<scalar_t>& a, cudaStream_t stream);
 
 template <typename scalar_t>
 struct GradTile {
-  const scalar_t* x;
-  int64_t stride;
-  const int64_t* offsets;
-  int64_t N, n, v0, ignore_index;
-  const int64_t* labels;
-  acc_t<scalar_t> inv_temp;
+  TileRows<scalar_t> rows;
   const acc_t<scalar_t>*lse, *ent, *g, *g_ent;  // g_ent may be null
   scalar_t* out;                                // [N, n] contiguous (may alias x)
 };
