@@ -84,3 +84,38 @@ def test_instructgpt_pipeline_leaves_three_stages(tmp_path):
     resolved = yaml.safe_load((tmp_path / "3-ppo" / "config.yaml").read_text())
     assert resolved["algo"]["reward"]["model_path"] == str(tmp_path.resolve() / "2-rm" / "final")
     assert resolved["model"]["path"] == str(tmp_path.resolve() / "1-sft" / "final")
+
+
+def test_ppo_with_reward_model_and_separate_value_model(tmp_path):
+    """Scores from a saved reward model (algo.reward.model_path) and a value model initialised
+    from it (algo.value_model=reward), optimised with the policy through extra_modules()."""
+    import torch
+    from transformers import LlamaForSequenceClassification
+
+    from alignkit.models.tiny import load_tiny_tokenizer, tiny_llama_config
+
+    tok = load_tiny_tokenizer()
+    torch.manual_seed(0)
+    rm_cfg = tiny_llama_config(len(tok), hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                               pad_token_id=tok.pad_token_id)
+    rm_cfg.num_labels = 1
+    rm = LlamaForSequenceClassification(rm_cfg)
+    rm.save_pretrained(tmp_path / "rm")
+    tok.save_pretrained(tmp_path / "rm")
+    before = {k: v.clone() for k, v in rm.state_dict().items()}
+    cfg = compose_config(["algo=ppo", *TINY, *FAST, "trainer.batch_size=4", "trainer.max_steps=2",
+                          "algo.generation.max_new_tokens=6", f"algo.reward.model_path={tmp_path / 'rm'}",
+                          "algo.value_model=reward", f"trainer.run_dir={tmp_path / 'run'}"])
+    from alignkit.trainer.loop import Trainer
+
+    trainer = Trainer(cfg)
+    trainer.setup()
+    value = trainer.algorithm.value.model
+    assert any(p is q for p in value.parameters() for q in trainer.params)  # optimised with the policy
+    result = trainer.fit()
+    m = result.metrics
+    assert math.isfinite(m["train/rollout/score"]) and math.isfinite(m["train/ppo/vf_loss"])
+    assert math.isfinite(m["eval/score"])
+    after = value.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the value model trained
+    assert torch.equal(before["score.weight"], trainer.algorithm.scorer.model.score.weight)  # the scorer did not
