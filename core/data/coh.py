@@ -43,8 +43,8 @@ from alignkit.data.formats import HH_ASSISTANT, HH_HUMAN, parse_hh_dialogue
 from alignkit.data.tokenize import IGNORE, STATS
 
 __all__ = [
-    "FORMS", "CohTemplate", "prompt_text", "feedback_segments", "choose_form", "tokenize_segments",
-    "tokenize_feedback", "tokenize_eval_pair", "generation_prompt", "forgetful_causal_mask",
+    "FORMS", "CohTemplate", "normalise_pair", "prompt_text", "feedback_segments", "choose_form",
+    "tokenize_segments", "tokenize_feedback", "tokenize_eval_pair", "generation_prompt", "forgetful_causal_mask",
 ]
 
 FORMS = ("good", "bad", "good_bad", "bad_good")
@@ -79,8 +79,9 @@ def prompt_text(prompt: Any) -> str:
     return "\n\n".join(parts)
 
 
-def _normalise(example: dict) -> dict:
-    """Accept raw HH records (``chosen``/``rejected`` full dialogues, no ``prompt``)."""
+def normalise_pair(example: dict) -> dict:
+    """A preference example with ``prompt``; raw HH records (``chosen``/``rejected`` full
+    dialogues, no ``prompt``) are split with :func:`alignkit.data.formats.parse_hh_dialogue`."""
     if "prompt" in example and example["prompt"] is not None:
         return example
     prompt, chosen = parse_hh_dialogue(example["chosen"])
@@ -92,7 +93,7 @@ def feedback_segments(example: dict, form: str, template: CohTemplate = CohTempl
     """``[(text, is_response), ...]`` for one form; a response segment is followed by EOS."""
     if form not in FORMS:
         raise ValueError(f"unknown CoH form {form!r}; choose from {FORMS}")
-    ex = _normalise(example)
+    ex = normalise_pair(example)
     head = template.user.format(prompt=prompt_text(ex["prompt"]))
     good = [(" " + template.good, False), (" " + ex["chosen"].strip(), True)]
     bad = [(" " + template.bad, False), (" " + ex["rejected"].strip(), True)]
@@ -104,7 +105,7 @@ def choose_form(example: dict, forms: Any, seed: int = 0) -> str:
     """One of ``forms`` for this example, fixed by a hash of its text and ``seed`` (so a
     re-run, or a data loader with workers, picks the same form)."""
     forms = list(forms)
-    ex = _normalise(example)
+    ex = normalise_pair(example)
     key = f"{seed}|{prompt_text(ex['prompt'])}|{ex['chosen']}|{ex['rejected']}".encode()
     return random.Random(hashlib.sha256(key).hexdigest()).choice(forms)
 
@@ -162,7 +163,7 @@ def generation_prompt(prompt: Any, template: CohTemplate = CohTemplate()) -> str
 def tokenize_eval_pair(example: dict, tokenizer, max_length: int, template: CohTemplate = CohTemplate()) -> dict | None:
     """A ``preference``-kind feature: chosen and rejected after the helpful-answer prompt, so the
     held-out accuracy asks whether the model, told to be helpful, prefers the chosen response."""
-    ex = _normalise(example)
+    ex = normalise_pair(example)
     head = generation_prompt(ex["prompt"], template)
     out = {"margin": float(ex.get("margin", 0.0))}
     for side in ("chosen", "rejected"):

@@ -109,7 +109,8 @@ def sample_ranked_lists(prompts: Sequence, model: Any, tokenizer: Any, data_cfg:
     out: list[dict] = []
     for start in range(0, len(prompts), batch_size):
         chunk = list(prompts[start:start + batch_size])
-        responses: list[list[str]] = [list(extra_responses[start + i]) if extra_responses else [] for i in range(len(chunk))]
+        responses: list[list[str]] = [list(extra_responses[start + i]) if extra_responses else []
+                                      for i in range(len(chunk))]
         penalty: list[list[float]] = [[0.0] * len(rs) for rs in responses]
         if k > 0:
             roll = generate_from_prompts(model, tokenizer, chunk, data_cfg, num_samples=k, **sampling)

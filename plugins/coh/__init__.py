@@ -32,6 +32,7 @@ from alignkit.data.coh import (
     choose_form,
     forgetful_causal_mask,
     generation_prompt,
+    normalise_pair,
     tokenize_eval_pair,
     tokenize_feedback,
 )
@@ -75,13 +76,14 @@ class CoH(Algorithm):
     # -- data -------------------------------------------------------------------------------
     def tokenize(self, example: dict) -> dict | None:
         tok, max_len = self.run.tokenizer, int(self.run.cfg.data.max_length)
+        example = normalise_pair(example)
         form = choose_form(example, self.cfg.forms, self.cfg.form_seed)
         feat = tokenize_feedback(example, tok, max_len, form, self._template)
         pair = tokenize_eval_pair(example, tok, max_len, self._template)
         if feat is None or pair is None:
             return None
         feat.update(pair)
-        feat["generation_prompt"] = generation_prompt(example.get("prompt") or "", self._template) \
+        feat["generation_prompt"] = generation_prompt(example["prompt"], self._template) \
             if self.cfg.eval_samples else None
         if self.cfg.lm_weight:
             from alignkit.data.tokenize import tokenize_example

@@ -136,6 +136,7 @@ def test_forgetful_mask_works_with_hf_llama(tok, attn):
     ref = model(input_ids=ids, attention_mask=am).logits
     same = model(input_ids=ids, attention_mask=forgetful_causal_mask(am, 0.0)).logits
     assert torch.allclose(ref[am.bool()], same[am.bool()], atol=1e-5)
-    fcm = model(input_ids=ids, attention_mask=forgetful_causal_mask(am, 0.5, generator=torch.Generator().manual_seed(1))).logits
+    fcm_mask = forgetful_causal_mask(am, 0.5, generator=torch.Generator().manual_seed(1))
+    fcm = model(input_ids=ids, attention_mask=fcm_mask).logits
     assert torch.isfinite(fcm).all()
     assert not torch.allclose(ref[am.bool()], fcm[am.bool()], atol=1e-3)

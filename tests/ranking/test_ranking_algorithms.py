@@ -45,7 +45,8 @@ def test_ranked_algorithms_flatten_lists_and_match_the_pure_loss(run, name):
     algo = PRO(ProConfig(), run) if name == "pro" else RRHF(RrhfConfig(length_penalty=0.5), run)
     feats = [algo.tokenize(ex) for ex in LISTS]
     batch = algo.collate(feats)
-    assert batch["input_ids"].shape[:2] == (2, 4) and batch["valid"].tolist() == [[True] * 4, [True, True, False, False]]
+    assert batch["input_ids"].shape[:2] == (2, 4)
+    assert batch["valid"].tolist() == [[True] * 4, [True, True, False, False]]
     loss, metrics = algo.compute_loss(batch)
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in run.policy.parameters() if p.grad is not None)
@@ -76,7 +77,8 @@ def test_ranked_evaluate_reports_preference_accuracy(run):
         for side in ("chosen", "rejected"):
             one = collate([{"input_ids": f[f"{side}_input_ids"], "labels": f[f"{side}_labels"]}], "sft", run.tokenizer)
             with torch.no_grad():
-                means.append(sequence_logprobs(run.policy, one["input_ids"], one["attention_mask"], one["labels"])["mean"].item())
+                out = sequence_logprobs(run.policy, one["input_ids"], one["attention_mask"], one["labels"])
+            means.append(out["mean"].item())
     wins = [float(means[2 * i] > means[2 * i + 1]) for i in range(len(feats))]
     assert out["accuracy"] == pytest.approx(sum(wins) / len(wins))
     assert out["logps/chosen_mean"] == pytest.approx((means[0] + means[2]) / 2, rel=1e-4)

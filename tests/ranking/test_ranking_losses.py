@@ -80,7 +80,8 @@ def test_pro_padding_equals_shorter_list():
     valid = torch.tensor([[True, True, False], [True, True, True]])
     s.requires_grad_(True)
     loss, _ = pro_loss(s, S, r, valid)
-    want = (pro_by_hand([-1.0, -2.0], [-3.0, -5.0], [0.3, 0.9]) + pro_by_hand([-1.5, -0.5, -3.0], [-6.0, -2.0, -9.0], [1.0, 2.0, 0.0])) / 2
+    want = (pro_by_hand([-1.0, -2.0], [-3.0, -5.0], [0.3, 0.9])
+            + pro_by_hand([-1.5, -0.5, -3.0], [-6.0, -2.0, -9.0], [1.0, 2.0, 0.0])) / 2
     assert loss.item() == pytest.approx(want, rel=1e-10)
     loss.backward()
     assert torch.isfinite(s.grad).all() and s.grad[0, 2] == 0
