@@ -19,6 +19,7 @@ class SamplingConfig:
 class RewardConfig:
     function: Optional[str] = None  #: name of a reward function registered by a plugin
     model_path: Optional[str] = None  #: an ``algo=rm`` run's ``final/`` folder (used when ``function`` is unset)
-    kwargs: dict[str, Any] = field(default_factory=dict)  #: extra keyword arguments for the reward function
+    #: extra keyword arguments for the reward function; add keys with `+algo.reward.kwargs.char=a`
+    kwargs: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 16  #: reward-model scoring batch size
     missing_eos_penalty: float = 0.0  #: subtracted from the score of a response that never emitted EOS
