@@ -77,8 +77,8 @@ def test_ranked_evaluate_reports_preference_accuracy(run):
         for side in ("chosen", "rejected"):
             one = collate([{"input_ids": f[f"{side}_input_ids"], "labels": f[f"{side}_labels"]}], "sft", run.tokenizer)
             with torch.no_grad():
-                out = sequence_logprobs(run.policy, one["input_ids"], one["attention_mask"], one["labels"])
-            means.append(out["mean"].item())
+                seq = sequence_logprobs(run.policy, one["input_ids"], one["attention_mask"], one["labels"])
+            means.append(seq["mean"].item())
     wins = [float(means[2 * i] > means[2 * i + 1]) for i in range(len(feats))]
     assert out["accuracy"] == pytest.approx(sum(wins) / len(wins))
     assert out["logps/chosen_mean"] == pytest.approx((means[0] + means[2]) / 2, rel=1e-4)
