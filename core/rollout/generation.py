@@ -24,7 +24,8 @@ from typing import Any, Sequence
 
 import torch
 
-__all__ = ["Rollout", "generate", "generate_from_prompts", "tokenize_prompts", "stop_token_ids", "concat_prompt_batches"]
+__all__ = ["Rollout", "generate", "generate_from_prompts", "tokenize_prompts", "stop_token_ids", "pad_token_id",
+           "concat_prompt_batches"]
 
 
 @dataclass
@@ -89,9 +90,10 @@ def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
     return ids
 
 
-def _pad_id(tokenizer: Any, stops: list[int]) -> int:
+def pad_token_id(model: Any, tokenizer: Any) -> int:
+    """The tokenizer's pad id, else the first stop token."""
     pad = getattr(tokenizer, "pad_token_id", None)
-    return int(pad) if pad is not None else stops[0]
+    return int(pad) if pad is not None else stop_token_ids(model, tokenizer)[0]
 
 
 def concat_prompt_batches(batches: list[dict], pad_id: int) -> dict:
@@ -127,7 +129,7 @@ def generate(model: Any, tokenizer: Any, prompt_input_ids: torch.Tensor, prompt_
     ``B * num_samples`` rows, samples of one prompt consecutive.
     """
     stops = stop_token_ids(model, tokenizer)
-    pad_id = _pad_id(tokenizer, stops)
+    pad_id = pad_token_id(model, tokenizer)
     device = prompt_input_ids.device
     kwargs: dict[str, Any] = dict(max_new_tokens=int(max_new_tokens), pad_token_id=pad_id, eos_token_id=stops,
                                   num_return_sequences=int(num_samples), use_cache=True)

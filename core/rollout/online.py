@@ -15,7 +15,9 @@ from typing import Any, Iterator
 import torch
 
 from alignkit.algorithm import Algorithm
-from alignkit.rollout.generation import Rollout, concat_prompt_batches, generate, stop_token_ids
+from alignkit.losses.ppo import apply_missing_eos_penalty
+from alignkit.modeling import token_logprobs
+from alignkit.rollout.generation import Rollout, concat_prompt_batches, generate, pad_token_id
 from alignkit.rollout.rewards import RewardScorer
 
 __all__ = ["OnlineAlgorithm", "minibatches", "MetricMeans"]
@@ -74,27 +76,32 @@ class OnlineAlgorithm(Algorithm):
         return out
 
     # -- rollout ---------------------------------------------------------------------------
+    @property
+    def temperature(self) -> float:
+        """The sampling temperature, also applied to training log-probs (1 for greedy decoding)."""
+        t = self.cfg.generation.temperature
+        return t if t > 0 else 1.0
+
+    def _sample(self, batch: dict, num_samples: int) -> tuple[Rollout, torch.Tensor]:
+        """Generate for a prompt batch with the configured sampling and score: ``(rollout, scores)``."""
+        g = self.cfg.generation
+        with self.timer("generate"):
+            ro = generate(self.run.policy, self.run.tokenizer, batch["prompt_input_ids"].to(self.run.device),
+                          batch["prompt_attention_mask"].to(self.run.device), max_new_tokens=g.max_new_tokens,
+                          temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, num_samples=num_samples,
+                          prompts=batch["prompts"], references=batch.get("references"))
+        with self.timer("score"):
+            raw = self.scorer(ro.prompts, ro.completions, references=ro.references, input_ids=ro.input_ids,
+                              attention_mask=ro.attention_mask).to(self.run.device)
+        return ro, raw
+
     def rollout(self, micro_batches: list[dict], num_samples: int | None = None) -> Rollout:
         """Generate ``num_samples`` responses for every prompt of the step's micro-batches and
         score them; ``rollout.scores`` holds the scores after the missing-EOS penalty and
         ``self.raw_scores`` the reward's own values."""
-        tok = self.run.tokenizer
-        batch = concat_prompt_batches(micro_batches, tok.pad_token_id if tok.pad_token_id is not None
-                                      else stop_token_ids(self.run.policy, tok)[0])
-        g = self.cfg.generation
-        with self.timer("generate"):
-            ro = generate(self.run.policy, tok, batch["prompt_input_ids"].to(self.run.device),
-                          batch["prompt_attention_mask"].to(self.run.device),
-                          max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
-                          num_samples=num_samples or self.cfg.num_samples, prompts=batch["prompts"],
-                          references=batch.get("references"))
-        with self.timer("score"):
-            raw = self.scorer(ro.prompts, ro.completions, references=ro.references, input_ids=ro.input_ids,
-                              attention_mask=ro.attention_mask).to(self.run.device)
-        self.raw_scores = raw
-        from alignkit.losses.ppo import apply_missing_eos_penalty
-
-        ro.scores = apply_missing_eos_penalty(raw, ro.has_eos, self.cfg.reward.missing_eos_penalty)
+        batch = concat_prompt_batches(micro_batches, pad_token_id(self.run.policy, self.run.tokenizer))
+        ro, self.raw_scores = self._sample(batch, num_samples or self.cfg.num_samples)
+        ro.scores = apply_missing_eos_penalty(self.raw_scores, ro.has_eos, self.cfg.reward.missing_eos_penalty)
         return ro
 
     def rollout_metrics(self, ro: Rollout) -> dict[str, float]:
@@ -110,12 +117,9 @@ class OnlineAlgorithm(Algorithm):
     def evaluate(self, batch: dict) -> dict[str, float]:
         """Held-out prompts: one sampled response each (the training sampling settings),
         scored by the run's reward: ``eval/score``, ``eval/response_length``, ``eval/eos_fraction``."""
-        g = self.cfg.generation
-        ro = generate(self.run.policy, self.run.tokenizer, batch["prompt_input_ids"], batch["prompt_attention_mask"],
-                      max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
-                      prompts=batch["prompts"], references=batch.get("references"))
-        scores = self.scorer(ro.prompts, ro.completions, references=ro.references, input_ids=ro.input_ids,
-                             attention_mask=ro.attention_mask)
+        train_times = self.times  # evaluation time is not training-iteration time
+        ro, scores = self._sample(batch, 1)
+        self.times = train_times
         return {"score": float(scores.mean()), "response_length": float(ro.response_lengths.float().mean()),
                 "eos_fraction": float(ro.has_eos.float().mean())}
 
@@ -126,12 +130,9 @@ class OnlineAlgorithm(Algorithm):
         ids, attn, labels = ro.input_ids, ro.attention_mask, ro.labels
         if index is not None:
             ids, attn, labels = ids[index], attn[index], labels[index]
-        temperature = self.cfg.generation.temperature if self.cfg.generation.temperature > 0 else 1.0
         if model is self.run.reference:
-            return model.token_logprobs(ids, attn, labels, temperature=temperature, return_entropy=entropy)
-        from alignkit.modeling import token_logprobs
-
-        return token_logprobs(model, ids, attn, labels, temperature=temperature, return_entropy=entropy)
+            return model.token_logprobs(ids, attn, labels, temperature=self.temperature, return_entropy=entropy)
+        return token_logprobs(model, ids, attn, labels, temperature=self.temperature, return_entropy=entropy)
 
     # -- samples ---------------------------------------------------------------------------
     def write_samples(self, ro: Rollout, extra: dict[str, Any] | None = None) -> None:

@@ -118,11 +118,6 @@ class PPO(OnlineAlgorithm):
             refs.append(self.logprobs(self.run.reference, ro, idx)[0])
         return torch.cat(olds), torch.cat(refs), torch.cat(vals)
 
-    @property
-    def temperature(self) -> float:
-        t = self.cfg.generation.temperature
-        return t if t > 0 else 1.0
-
     # -- one iteration ----------------------------------------------------------------------
     def optimizer_steps_per_step(self) -> int:
         return self.cfg.ppo_epochs * self.cfg.num_minibatches
