@@ -123,6 +123,12 @@ class Algorithm:
     def setup(self) -> None:
         """Called once after models and data exist, before training."""
 
+    def prepare_examples(self, examples: list[dict], split: str) -> list[dict]:
+        """Called once per split (``train`` / ``eval``) with the normalised examples,
+        before tokenisation; returns the examples to use (e.g. ranked lists sampled
+        online). Default: unchanged."""
+        return examples
+
     def tokenize(self, example: dict) -> dict | None:
         """Turn one normalised example into token ids (``None`` drops it).
         Default: :func:`alignkit.data.tokenize.tokenize_example` for ``data_kind``."""

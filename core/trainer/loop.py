@@ -103,6 +103,7 @@ class Trainer:
         algo_cls = self.spec.algorithm_class
         self.run.tokenizer = build_tokenizer(cfg.model)
         policy = build_model(cfg.model, kind=algo_cls.model_kind, tokenizer=self.run.tokenizer)
+        policy.to(self.accelerator.device)  # before data: prepare_examples may sample with it
         self.run.policy = policy
         self.algorithm = algo_cls(_algo_config(cfg), self.run)
         if algo_cls.needs_reference:
@@ -131,6 +132,7 @@ class Trainer:
         from alignkit.data.tokenize import reset_stats, tokenize_example
 
         reset_stats()
+        examples = self.algorithm.prepare_examples(examples, split)
         if kind == self.spec.algorithm_class.data_kind:
             feats = [self.algorithm.tokenize(ex) for ex in examples]
         else:

@@ -15,8 +15,7 @@ the pure loss on per-response log-prob statistics.
   samples ``num_samples`` responses per training prompt with the starting policy, scores
   them with ``algo.reward`` (together with the data's own responses unless
   ``include_dataset_responses: false``) and caches them (:mod:`alignkit.data.ranked`).
-  With a trainer that calls :meth:`prepare_examples` this happens before tokenisation;
-  otherwise :meth:`setup` swaps the training stream's features for the sampled lists.
+  This happens in :meth:`prepare_examples`, which the trainer calls before tokenisation.
 """
 from __future__ import annotations
 
@@ -102,27 +101,9 @@ class RankedAlgorithm(Algorithm):
     def prepare_examples(self, examples: list[dict], split: str) -> list[dict]:
         """Training examples -> ranked lists sampled online when ``algo.num_samples > 0``
         (held-out examples are left alone). Called by the trainer before tokenisation."""
-        self._prepared = True
         if split != "train" or int(self.cfg.num_samples) <= 0:
             return examples
         return self.build_online_examples(examples)
-
-    def tokenize(self, example: dict) -> dict | None:
-        # Until the trainer calls prepare_examples, remember the raw training examples so
-        # setup() can replace the training stream with the sampled lists.
-        if int(self.cfg.num_samples) > 0 and not getattr(self, "_prepared", False):
-            self.__dict__.setdefault("_pending", []).append(example)
-        return super().tokenize(example)
-
-    def setup(self) -> None:
-        pending = self.__dict__.pop("_pending", None)
-        if pending and not getattr(self, "_prepared", False):
-            self._prepared = True
-            rows = self.build_online_examples(pending)
-            feats = [f for f in (self.tokenize(r) for r in rows) if f is not None]
-            stream = self.run.trainer.state.data
-            stream.features = feats
-            stream.load_state_dict(stream.state_dict())  # re-draw the epoch order over the new features
 
     def build_online_examples(self, examples: list[dict]) -> list[dict]:
         """Ranked examples built by sampling ``algo.num_samples`` responses per prompt of
