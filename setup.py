@@ -58,6 +58,10 @@ def ext_modules():
     sources = ["csrc/bindings.cpp"] + rel("csrc/ops/*.cpp") + rel("csrc/cpu/*.cpp")
     cxx = ["-O3", "-fvisibility=hidden"] + _cpu_flags()
     include_dirs = [os.path.join(root, "csrc", "include")]
+    # find libtorch/libc10 even when alignkit._C is imported before torch: next to an installed
+    # torch, or where the build's torch lives (editable installs)
+    torch_lib = os.path.join(os.path.dirname(torch.__file__), "lib")
+    link = [f"-Wl,-rpath,$ORIGIN/../torch/lib:{torch_lib}"]
     with_cuda = os.environ.get("ALIGNKIT_CUDA", "") == "1" or (
         os.environ.get("ALIGNKIT_CUDA", "") != "0" and torch.cuda.is_available())
     if with_cuda:
@@ -65,11 +69,11 @@ def ext_modules():
             "alignkit._C", sources + rel("csrc/cuda/*.cpp") + rel("csrc/cuda/*.cu"), include_dirs=include_dirs,
             define_macros=[("ALIGNKIT_WITH_CUDA", "1"), ("Py_LIMITED_API", "0x03090000")],
             extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--use_fast_math", "-lineinfo"]},
-            py_limited_api=True)]
+            extra_link_args=link, py_limited_api=True)]
     return [CppExtension(
         "alignkit._C", sources, include_dirs=include_dirs,
         define_macros=[("Py_LIMITED_API", "0x03090000")],
-        extra_compile_args={"cxx": cxx}, py_limited_api=True)]
+        extra_compile_args={"cxx": cxx}, extra_link_args=link, py_limited_api=True)]
 
 
 def build_ext_kwargs():

@@ -16,7 +16,7 @@ void dpo_fwd(const DpoArgs& a, at::Tensor& losses, at::Tensor& chosen_rewards,
     scalar_t *loss = losses.mutable_data_ptr<scalar_t>(), *cr = chosen_rewards.mutable_data_ptr<scalar_t>(),
              *rj = rejected_rewards.mutable_data_ptr<scalar_t>();
     const acc_t beta = acc_t(a.beta), eps = acc_t(a.label_smoothing);
-    at::parallel_for(0, a.pc.numel(), 1 << 14, [&](int64_t i0, int64_t i1) {
+    at::parallel_for(0, a.pc.numel(), 1 << 18, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
         const acc_t h = (acc_t(pc[i]) - acc_t(pr[i])) - (acc_t(rc[i]) - acc_t(rr[i]));
         loss[i] = scalar_t(dpo_loss_grad(h, beta, a.type, eps).loss);
@@ -35,7 +35,7 @@ void dpo_bwd(const DpoArgs& a, const at::Tensor& grad_losses, at::Tensor& grad_h
                    *g = grad_losses.const_data_ptr<scalar_t>();
     scalar_t* gh = grad_h.mutable_data_ptr<scalar_t>();
     const acc_t beta = acc_t(a.beta), eps = acc_t(a.label_smoothing);
-    at::parallel_for(0, a.pc.numel(), 1 << 14, [&](int64_t i0, int64_t i1) {
+    at::parallel_for(0, a.pc.numel(), 1 << 18, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
         const acc_t h = (acc_t(pc[i]) - acc_t(pr[i])) - (acc_t(rc[i]) - acc_t(rr[i]));
         gh[i] = scalar_t(acc_t(g[i]) * dpo_loss_grad(h, beta, a.type, eps).grad);

@@ -5,6 +5,7 @@
 #include <ATen/Parallel.h>
 
 #include "alignkit/ops.h"
+#include "grain.h"
 
 namespace alignkit::cpu {
 
@@ -19,7 +20,7 @@ void ppo_rows(const PpoArgs& a, at::Tensor& row_sums) {
     const uint8_t* mask = a.mask.const_data_ptr<uint8_t>();
     acc_t* out = row_sums.mutable_data_ptr<acc_t>();
     const acc_t ent_coef = acc_t(a.p.entropy_coef);
-    at::parallel_for(0, B, std::max<int64_t>(1, 4096 / std::max<int64_t>(T, 1)), [&](int64_t b0, int64_t b1) {
+    at::parallel_for(0, B, kRowGrain(T), [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         acc_t loss = 0, n = 0, clip = 0, akl = 0, kl = 0, en = 0;
         for (int64_t i = b * T; i < (b + 1) * T; ++i) {
@@ -54,7 +55,7 @@ void ppo_bwd(const PpoArgs& a, Agg agg, const at::Tensor& grad_loss, const at::T
     const acc_t g = grad_loss.const_data_ptr<acc_t>()[0], ent_coef = acc_t(a.p.entropy_coef);
     scalar_t* gl = grad_logp.mutable_data_ptr<scalar_t>();
     scalar_t* ge = grad_entropy.defined() && grad_entropy.numel() ? grad_entropy.mutable_data_ptr<scalar_t>() : nullptr;
-    at::parallel_for(0, B, std::max<int64_t>(1, 4096 / std::max<int64_t>(T, 1)), [&](int64_t b0, int64_t b1) {
+    at::parallel_for(0, B, kRowGrain(T), [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         const acc_t w = g * agg_weight(agg, cnt[b], cnt[B], cnt[B + 1]);
         for (int64_t i = b * T; i < (b + 1) * T; ++i) {

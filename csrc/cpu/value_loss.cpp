@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 
 #include "alignkit/ops.h"
+#include "grain.h"
 
 namespace alignkit::cpu {
 
@@ -15,7 +16,7 @@ void value_rows(const ValueArgs& a, at::Tensor& row_sums) {
                    *ret = a.returns.const_data_ptr<scalar_t>();
     const uint8_t* mask = a.mask.const_data_ptr<uint8_t>();
     acc_t* out = row_sums.mutable_data_ptr<acc_t>();
-    at::parallel_for(0, B, std::max<int64_t>(1, 4096 / std::max<int64_t>(T, 1)), [&](int64_t b0, int64_t b1) {
+    at::parallel_for(0, B, kRowGrain(T), [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         acc_t loss = 0, n = 0, clip = 0;
         for (int64_t i = b * T; i < (b + 1) * T; ++i) {
@@ -42,7 +43,7 @@ void value_bwd(const ValueArgs& a, Agg agg, const at::Tensor& grad_loss, const a
     const acc_t* cnt = counts.const_data_ptr<acc_t>();
     const acc_t g = grad_loss.const_data_ptr<acc_t>()[0];
     scalar_t* gv = grad_values.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, B, std::max<int64_t>(1, 4096 / std::max<int64_t>(T, 1)), [&](int64_t b0, int64_t b1) {
+    at::parallel_for(0, B, kRowGrain(T), [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         const acc_t w = g * agg_weight(agg, cnt[b], cnt[B], cnt[B + 1]);
         for (int64_t i = b * T; i < (b + 1) * T; ++i) {
