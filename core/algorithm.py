@@ -172,6 +172,11 @@ class Algorithm:
         out["loss"] = float(loss)
         return out
 
+    def optimizer_steps_per_step(self) -> int:
+        """Optimiser steps one :meth:`train_step` takes (PPO: epochs x minibatches);
+        the LR schedule spans ``trainer.max_steps`` times this."""
+        return 1
+
     def extra_modules(self) -> list:
         """Modules besides the policy whose parameters the optimiser trains
         (e.g. a separate value model); they are moved to the run's device."""

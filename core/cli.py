@@ -71,7 +71,7 @@ def cmd_train(argv: list[str]) -> int:
     def _main(cfg: DictConfig):
         from alignkit.trainer import train
 
-        run_dir = HydraConfig.get().runtime.output_dir
+        run_dir = cfg.trainer.run_dir or HydraConfig.get().runtime.output_dir
         if cfg.stages:
             from alignkit.pipeline import run_pipeline
 

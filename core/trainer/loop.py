@@ -118,7 +118,7 @@ class Trainer:
         else:
             raise ValueError(f"trainer.optimizer must be adamw or sgd, got {tcfg.optimizer!r}")
         sched = get_scheduler(tcfg.lr_scheduler, opt, num_warmup_steps=tcfg.warmup_steps,
-                              num_training_steps=tcfg.max_steps)
+                              num_training_steps=tcfg.max_steps * self.algorithm.optimizer_steps_per_step())
         for extra in modules[1:]:
             extra.to(self.accelerator.device)
         policy, opt = self.accelerator.prepare(policy, opt)
