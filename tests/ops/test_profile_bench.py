@@ -44,7 +44,7 @@ def test_profile_with_stub_trainer(tmp_path, monkeypatch, capsys):
     trace = tmp_path / "profile_trace.json"
     assert trace.exists() and "traceEvents" in json.loads(trace.read_text())
     out = capsys.readouterr().out
-    assert "alignkit::fused_linear_logprobs_fwd" in out and "alignkit kernels (alignkit::*)" in out
+    assert "alignkit::fused_linear_logprobs_fwd" in out and "alignkit kernels (alignkit::*" in out
 
 
 def test_bench_quick(tmp_path):
