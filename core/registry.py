@@ -95,9 +95,6 @@ class Registry:
     def reward_function(self, name: str) -> Callable[..., list[float]]:
         return self._get(self.reward_functions, "reward function", name)
 
-    def plugin_of(self, kind_table: dict, name: str) -> str:
-        return kind_table[name][1]
-
     # -- lifecycle -------------------------------------------------------------
     @property
     def hook(self):

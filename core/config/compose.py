@@ -39,9 +39,6 @@ def named_config_class(cls: type, name: str) -> type:
     return dataclasses.make_dataclass(cls.__name__, [("name", str, dataclasses.field(default=name))], bases=(cls,))
 
 
-_registered: set = set()
-
-
 def register_configs(registry) -> None:
     """Store the run schema, every algorithm's config and plugin data presets."""
     cs = ConfigStore.instance()
@@ -59,7 +56,6 @@ def register_configs(registry) -> None:
         conf = dict(preset.config)
         conf["sources"] = [DataSource(**s) for s in conf.get("sources", [])]
         cs.store(group="data", name=name, node=DataConfig(**{"name": name, **conf}), provider=plugin)
-    _registered.add(id(registry))
 
 
 def _valid_keys_hint(overrides: list[str], registry) -> str:

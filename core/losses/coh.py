@@ -24,17 +24,9 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["coh_loss", "masked_token_mean_nll"]
+from alignkit.losses.sft import sft_loss
 
-
-def masked_token_mean_nll(token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``-sum(mask * logp) / sum(mask)`` over the whole batch (0 when nothing is masked in).
-
-    token_logps: ``[B, T]`` log-probs of the target tokens; mask: ``[B, T]`` bool/0-1.
-    """
-    m = mask.to(token_logps.dtype)
-    lp = torch.where(mask.bool(), token_logps, torch.zeros_like(token_logps))
-    return -(lp * m).sum() / m.sum().clamp(min=1)
+__all__ = ["coh_loss"]
 
 
 def coh_loss(
@@ -63,13 +55,13 @@ def coh_loss(
     """
     if token_logps.shape != loss_mask.shape:
         raise ValueError(f"token_logps {tuple(token_logps.shape)} and loss_mask {tuple(loss_mask.shape)} differ")
-    fb = masked_token_mean_nll(token_logps, loss_mask)
+    fb = sft_loss(token_logps, loss_mask)[0]
     loss = fb
     metrics = {"loss/feedback": fb.detach(), "ntokens": loss_mask.sum().detach().float()}
     if lm_token_logps is not None and lm_weight != 0.0:
         if lm_mask is None:
             raise ValueError("lm_mask is required with lm_token_logps")
-        lm = masked_token_mean_nll(lm_token_logps, lm_mask)
+        lm = sft_loss(lm_token_logps, lm_mask)[0]
         loss = loss + lm_weight * lm
         metrics["loss/lm"] = lm.detach()
     metrics["loss"] = loss.detach()

@@ -15,5 +15,6 @@ def sft_loss(token_logp: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor
     Example: logp = [[-1, -3], [-2, 0]], mask = [[1, 1], [1, 0]] -> (1 + 3 + 2) / 3 = 2.
     """
     n = mask.sum()
-    loss = -(token_logp * mask).sum() / n.clamp(min=1)
+    # where(): a masked-out position never leaks into the sum, even if it holds -inf or NaN
+    loss = -torch.where(mask.bool(), token_logp, torch.zeros_like(token_logp)).sum() / n.clamp(min=1)
     return loss, {"nll": loss.detach(), "ntokens": n.detach().float()}
