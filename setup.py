@@ -48,6 +48,17 @@ def _cpu_flags():
     return []
 
 
+def _openmp_flags():
+    """-fopenmp when torch's intra-op backend is OpenMP: at::parallel_for is a header template whose
+    `#pragma omp parallel` is silently ignored (the kernels run on one thread) without it. The
+    extension then links the libgomp.so.1 torch already loaded, so there is one OpenMP runtime."""
+    import platform
+    import torch
+    if platform.system() == "Linux" and "OpenMP" in torch.__config__.parallel_info():
+        return ["-fopenmp"]
+    return []
+
+
 def ext_modules():
     import glob
     import torch
@@ -56,12 +67,12 @@ def ext_modules():
     root = os.path.dirname(os.path.abspath(__file__))
     rel = lambda pattern: sorted(os.path.relpath(p, root) for p in glob.glob(os.path.join(root, pattern)))
     sources = ["csrc/bindings.cpp"] + rel("csrc/ops/*.cpp") + rel("csrc/cpu/*.cpp")
-    cxx = ["-O3", "-fvisibility=hidden"] + _cpu_flags()
+    cxx = ["-O3", "-fvisibility=hidden"] + _cpu_flags() + _openmp_flags()
     include_dirs = [os.path.join(root, "csrc", "include")]
     # find libtorch/libc10 even when alignkit._C is imported before torch: next to an installed
     # torch, or where the build's torch lives (editable installs)
     torch_lib = os.path.join(os.path.dirname(torch.__file__), "lib")
-    link = [f"-Wl,-rpath,$ORIGIN/../torch/lib:{torch_lib}"]
+    link = [f"-Wl,-rpath,$ORIGIN/../torch/lib:{torch_lib}"] + _openmp_flags()
     with_cuda = os.environ.get("ALIGNKIT_CUDA", "") == "1" or (
         os.environ.get("ALIGNKIT_CUDA", "") != "0" and torch.cuda.is_available())
     if with_cuda:

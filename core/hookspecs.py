@@ -63,9 +63,13 @@ def alignkit_register_datasets() -> list[DatasetPreset]:
 def alignkit_register_reward_functions() -> dict[str, Callable[..., list[float]]]:
     """Return reward functions by name.
 
-    A reward function is ``f(prompts: list[str], completions: list[str], **kw)
+    A reward function is ``f(prompts: list, completions: list[str], **kw)
     -> list[float]``; online algorithms (PPO, RAFT, GRPO, RLOO, ranked-list
-    sampling) select one with ``reward.function=<name>``.
+    sampling) select one with ``reward.function=<name>`` and pass keyword
+    arguments from ``reward.kwargs``. Each prompt is raw, as the data gave it:
+    a string, or a list of chat messages ``{"role", "content"}`` (never the
+    chat-template rendering); each completion is the decoded response without
+    its stop token.
     """
 
 

@@ -112,8 +112,9 @@ def tokenize_example(example: dict, kind: str, tokenizer, data_cfg) -> dict | No
                 return None
             STATS["prompt_truncated"] += 1
             p_ids = p_ids[-data_cfg.max_prompt_length:]
-        return {"prompt_input_ids": p_ids, "prompt": render_prompt(example["prompt"], tokenizer),
-                "reference": example.get("reference")}
+        # "prompt" stays raw (str or chat messages): reward functions, reward models with another
+        # tokenizer and samples.jsonl see the prompt as the data gave it, not the rendered template
+        return {"prompt_input_ids": p_ids, "prompt": example["prompt"], "reference": example.get("reference")}
     if kind == "sft":
         texts = [example["completion"]]
     elif kind == "preference":

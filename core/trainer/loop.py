@@ -78,6 +78,7 @@ class Trainer:
         if tcfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.run_dir = Path(run_dir) if run_dir else make_run_dir(cfg)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.step_callback = step_callback
         cpu = tcfg.device == "cpu" or (tcfg.device == "auto" and not torch.cuda.is_available())
         if tcfg.device == "cuda" and not torch.cuda.is_available():

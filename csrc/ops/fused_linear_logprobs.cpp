@@ -1,17 +1,36 @@
 // fused_linear_logprobs: logprobs(hidden @ weight.T + bias, labels) without the [N, V] logits.
 //
-// The vocabulary is walked in tiles of `tv` columns: each tile of logits [Nv, tv] is produced by one
-// GEMM (at::mm: MKL/oneDNN on CPU, cuBLAS on CUDA), folded into per-row online log-sum-exp state by
-// the device's lse_tile kernel, and dropped. Backward recomputes each tile, turns it into
-// d loss / d logits in place (grad_tile) and feeds two GEMMs: grad_hidden += G @ W_tile and
-// grad_weight[tile] = G^T @ hidden. Ignored rows (label == ignore_index) are removed up front.
+// The vocabulary is walked in tiles of `tv` columns: each tile of logits [Nv, tv] is produced by
+// one GEMM (fp32 on CPU: the blocked cpu::sgemm; otherwise at::mm, i.e. cuBLAS on CUDA), folded
+// into per-row online log-sum-exp state by the device's lse_tile kernel, and dropped. Backward
+// recomputes each tile, turns it into d loss / d logits in place (grad_tile) and feeds two GEMMs:
+// grad_hidden += G @ W_tile and grad_weight[tile] = G^T @ hidden. Ignored rows (label ==
+// ignore_index) are removed up front.
 #include <cstdlib>
 
+#include "alignkit/sgemm.h"
 #include "common.h"
 
 namespace alignkit {
 
 namespace {
+
+// out = a @ b (beta = 0) or out += a @ b (beta = 1). fp32 CPU operands go through the blocked
+// cpu::sgemm (faster than MKL here, see sgemm.h); anything else through at::mm.
+void gemm(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, float beta) {
+  if (out.is_cpu() && out.scalar_type() == at::kFloat && cpu::sgemm_available() && out.stride(1) == 1 &&
+      a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat) {
+    cpu::sgemm(a.size(0), b.size(1), a.size(1), a.const_data_ptr<float>(), a.stride(0), a.stride(1),
+               b.const_data_ptr<float>(), b.stride(0), b.stride(1), beta, out.mutable_data_ptr<float>(),
+               out.stride(0));
+  } else if (beta == 0.f) {
+    at::mm_out(out, a, b);
+  } else if (out.scalar_type() == a.scalar_type()) {
+    out.addmm_(a, b);
+  } else {
+    out.add_(at::mm(a, b));
+  }
+}
 
 // Bytes of one logits tile. 32 MB (2048 columns at N = 4096) measured faster than 8 MB on the 2-core
 // dev box (fwd 12.3 s vs 15.3 s, bwd 33-39 s vs 44-45 s, under heavy load) while staying far below
@@ -90,11 +109,9 @@ at::Tensor logits_tile(const Problem& p, const at::Tensor& weight,
                        at::Tensor& buf, at::Tensor& w_tile) {
   w_tile = weight.narrow(0, v0, tv).to(p.compute).contiguous();
   at::Tensor z = buf.narrow(0, 0, p.Nv * tv).view({p.Nv, tv});
-  if (bias.has_value() && bias->defined()) {
-    at::addmm_out(z, bias->narrow(0, v0, tv).to(p.compute), p.h, w_tile.t());
-  } else {
-    at::mm_out(z, p.h, w_tile.t());
-  }
+  const bool has_bias = bias.has_value() && bias->defined();
+  if (has_bias) z.copy_(bias->narrow(0, v0, tv).to(p.compute).unsqueeze(0).expand({p.Nv, tv}));
+  gemm(z, p.h, w_tile.t(), has_bias ? 1.f : 0.f);
   return z;
 }
 
@@ -166,15 +183,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs_bwd(
       AK_DEVICE_CALL(z, grad_tile, a);  // z now holds d loss / d logits of the tile
       if (needs_weight) {
         at::Tensor gw_tile = gw.narrow(0, v0, n);
-        at::mm_out(gw_tile, z.t(), p.h);
+        gemm(gw_tile, z.t(), p.h, 0.f);
       }
-      if (needs_hidden) {
-        if (p.compute == p.acc) {
-          gh.addmm_(z, w_tile);
-        } else {
-          gh.add_(at::mm(z, w_tile));
-        }
-      }
+      if (needs_hidden) gemm(gh, z, w_tile, 1.f);
       if (gb.defined()) {
         at::Tensor gb_tile = gb.narrow(0, v0, n);
         at::sum_out(gb_tile, z, {0}, false, p.acc);

@@ -52,3 +52,12 @@ def test_multirun_writes_one_folder_per_run(tmp_path):
         betas.append(OmegaConf.load(r / "config.yaml").algo.beta)
     assert betas == [0.05, 0.5]
     assert out.stdout.count("run folder:") == 2
+
+
+def test_explicit_run_dir_is_created(tmp_path):
+    target = tmp_path / "new" / "nested"
+    args = [a for a in TINY_RUN if a != "logger=none"]
+    out = run("train", *args, f"trainer.run_dir={target}", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (target / "metrics.jsonl").read_text().strip() and (target / "final" / "config.json").exists()
+    assert f"run folder: {target}" in out.stdout

@@ -65,6 +65,20 @@ def test_drop_policy_counts(tiny_tokenizer):
     assert STATS["dropped"] == 1
 
 
+def test_prompt_examples_keep_the_raw_prompt_next_to_rendered_ids(tiny_tokenizer):
+    import copy
+
+    tok = copy.deepcopy(tiny_tokenizer)
+    tok.chat_template = ("{% for m in messages %}<|bos|>{{ m['role'] }}\n{{ m['content'] }}<|eos|>\n{% endfor %}"
+                         "{% if add_generation_prompt %}<|bos|>assistant\n{% endif %}")
+    msgs = [{"role": "user", "content": "hi"}]
+    f = tokenize_example({"prompt": msgs, "reference": None}, "prompt", tok, CFG)
+    assert tok.decode(f["prompt_input_ids"]) == "<|bos|>user\nhi<|eos|>\n<|bos|>assistant\n"
+    assert f["prompt"] == msgs  # reward functions and other tokenizers see the data's prompt, not the template
+    b = collate([f, tokenize_example({"prompt": "yo"}, "prompt", tok, CFG)], "prompt", tok)
+    assert b["prompts"] == [msgs, "yo"]
+
+
 def test_collate_shapes_and_padding(tiny_tokenizer):
     ex = [{"prompt": "a", "chosen": " b", "rejected": " c d e"}, {"prompt": "a b c", "chosen": " x", "rejected": " y"}]
     feats = [tokenize_example(e, "preference", tiny_tokenizer, CFG) for e in ex]

@@ -195,6 +195,26 @@ def test_fused_linear_parity(kernels, reference, tile_bytes, device, dtype, N, H
             torch.testing.assert_close(k, r.to(k.dtype), atol=1e-4, rtol=1e-4, msg=name)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_blocked_gemm_edges(kernels, reference, threads):
+    """Shapes that take every path of the CPU blocked sgemm: rows not a multiple of the 6-row register
+    tile, V past one 4080-column block and not a multiple of 16, H split into several K blocks with
+    accumulation; results agree with float64 and do not depend on the thread count."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        h, w, b, y = _fused_inputs(50, 300, 4100, torch.float32, "cpu", bias=False, seed=3)
+        h, w = h.float(), w.float()  # the kernel's own inputs, fresh leaves for each run below
+        got = _run_fused(kernels.fused_linear_logprobs, h.clone(), w.clone(), b, y, torch.float32)
+        ref64 = _run_fused(reference.fused_linear_logprobs, h, w, b, y, torch.float64)
+        for name, k, r in list(zip(("logp", "entropy", "grad_hidden", "grad_weight"), got, ref64))[:4]:
+            torch.testing.assert_close(k, r.float(), atol=2e-5, rtol=1e-4, msg=name)
+        again = _run_fused(kernels.fused_linear_logprobs, h.clone(), w.clone(), b, y, torch.float32)
+        assert all(torch.equal(a, c) for a, c in zip(got, again))
+    finally:
+        torch.set_num_threads(old)
+
+
 def test_fused_matches_logprobs_batched_shape(kernels):
     h, w, _, _ = _fused_inputs(12, 16, 100, torch.float32, "cpu", bias=False)
     h = h.float().view(3, 4, 16)
