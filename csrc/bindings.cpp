@@ -13,13 +13,15 @@ TORCH_LIBRARY(alignkit, m) {
   // d loss / d logits from the saved row statistics.
   m.def("logprobs_bwd(Tensor grad_logp, Tensor? grad_entropy, Tensor logits, Tensor labels, "
         "Tensor lse, Tensor entropy, int ignore_index, float temperature) -> Tensor");
-  // logprobs of hidden @ weight.T + bias without the [N, V] logits → (logp, lse, entropy) [N].
+  // logprobs of hidden @ weight.T + bias without the [N, V] logits → (logp, lse, entropy) [N] and
+  // `cache` [N, cache_cols]: the logits of the last cache_cols vocabulary columns, kept for backward.
   m.def("fused_linear_logprobs_fwd(Tensor hidden, Tensor weight, Tensor? bias, Tensor labels, "
-        "int ignore_index, float temperature, bool with_entropy) -> (Tensor, Tensor, Tensor)");
+        "int ignore_index, float temperature, bool with_entropy, int cache_cols) "
+        "-> (Tensor, Tensor, Tensor, Tensor)");
   // (grad_hidden, grad_weight, grad_bias); a grad not asked for is an empty [0] tensor.
   m.def("fused_linear_logprobs_bwd(Tensor grad_logp, Tensor? grad_entropy, Tensor hidden, "
-        "Tensor weight, Tensor? bias, Tensor labels, Tensor lse, Tensor entropy, int ignore_index, "
-        "float temperature, bool needs_hidden, bool needs_weight, bool needs_bias) "
+        "Tensor weight, Tensor? bias, Tensor labels, Tensor lse, Tensor entropy, Tensor cache, "
+        "int ignore_index, float temperature, bool needs_hidden, bool needs_weight, bool needs_bias) "
         "-> (Tensor, Tensor, Tensor)");
   // DPO on [B] sequence log-probs → (losses, chosen_rewards, rejected_rewards).
   m.def("dpo_loss_fwd(Tensor policy_chosen, Tensor policy_rejected, Tensor ref_chosen, "

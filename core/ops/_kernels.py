@@ -7,6 +7,8 @@ Importing this module loads ``alignkit._C`` (raising ImportError when it is not 
 """
 from __future__ import annotations
 
+import os
+
 import torch
 
 from alignkit import _C  # noqa: F401  (loads the library: runs the TORCH_LIBRARY registrations)
@@ -33,13 +35,15 @@ def _(grad_logp, grad_entropy, logits, labels, lse, entropy, ignore_index, tempe
 
 
 @torch.library.register_fake("alignkit::fused_linear_logprobs_fwd")
-def _(hidden, weight, bias, labels, ignore_index, temperature, with_entropy):
+def _(hidden, weight, bias, labels, ignore_index, temperature, with_entropy, cache_cols):
     acc = _acc(hidden.dtype)
-    return tuple(hidden.new_empty(labels.shape, dtype=acc) for _ in range(3))
+    compute = hidden.dtype if hidden.is_cuda else acc  # the GEMMs' dtype (kept logits)
+    return (*(hidden.new_empty(labels.shape, dtype=acc) for _ in range(3)),
+            hidden.new_empty((hidden.shape[0], cache_cols), dtype=compute))
 
 
 @torch.library.register_fake("alignkit::fused_linear_logprobs_bwd")
-def _(grad_logp, grad_entropy, hidden, weight, bias, labels, lse, entropy, ignore_index, temperature,
+def _(grad_logp, grad_entropy, hidden, weight, bias, labels, lse, entropy, cache, ignore_index, temperature,
       needs_hidden, needs_weight, needs_bias):
     return (hidden.new_empty(hidden.shape if needs_hidden else (0,)),
             weight.new_empty(weight.shape if needs_weight else (0,)),
@@ -113,20 +117,28 @@ torch.library.register_autograd("alignkit::logprobs_fwd", _backward_logprobs,
 
 
 def _setup_fused(ctx, inputs, output):
-    hidden, weight, bias, labels, ctx.ignore_index, ctx.temperature, ctx.with_entropy = inputs
-    _, lse, ent = output
+    hidden, weight, bias, labels, ctx.ignore_index, ctx.temperature, ctx.with_entropy, _ = inputs
+    _, lse, ent, cache = output
     ctx.has_bias = bias is not None
-    ctx.save_for_backward(hidden, weight, bias, labels, lse, ent)
+    # no zero-filled gradients for the outputs nobody differentiates (lse, and the kept logits,
+    # which would cost another [N, cache_cols] buffer)
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(hidden, weight, bias, labels, lse, ent, cache)
 
 
-def _backward_fused(ctx, g_logp, g_lse, g_ent):
-    hidden, weight, bias, labels, lse, ent = ctx.saved_tensors
+def _backward_fused(ctx, g_logp, g_lse, g_ent, g_cache):
+    hidden, weight, bias, labels, lse, ent, cache = ctx.saved_tensors
     need_h, need_w, need_b = ctx.needs_input_grad[:3]
+    g_ent = g_ent if ctx.with_entropy else None
+    if g_logp is None and g_ent is None:
+        return (None,) * 8
+    if g_logp is None:
+        g_logp = torch.zeros_like(lse)
     gh, gw, gb = _ops.fused_linear_logprobs_bwd(
-        g_logp, g_ent if ctx.with_entropy else None, hidden, weight, bias, labels, lse, ent,
+        g_logp, g_ent, hidden, weight, bias, labels, lse, ent, cache,
         ctx.ignore_index, ctx.temperature, need_h, need_w, need_b and ctx.has_bias)
     return (gh if need_h else None, gw if need_w else None,
-            gb if (need_b and ctx.has_bias) else None, None, None, None, None)
+            gb if (need_b and ctx.has_bias) else None, None, None, None, None, None)
 
 
 torch.library.register_autograd("alignkit::fused_linear_logprobs_fwd", _backward_fused,
@@ -197,15 +209,32 @@ def logprobs(logits, labels, *, ignore_index=-100, temperature=1.0, return_entro
     return (logp, ent) if return_entropy else logp
 
 
+#: Bytes of logits the fused op may keep from forward for backward on CPU (each kept tile saves one of
+#: four GEMMs); 0 on CUDA, where GEMMs are cheap and memory is not. ALIGNKIT_FUSED_CACHE_BYTES overrides.
+FUSED_CACHE_BYTES_CPU = 128 << 20
+
+
+def fused_cache_cols(hidden, weight, bias=None) -> int:
+    """Vocabulary columns whose logits ``fused_linear_logprobs`` keeps for backward: as many as
+    the byte budget allows, 0 when no gradient will be taken."""
+    if not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in (hidden, weight, bias)):
+        return 0
+    env = os.environ.get("ALIGNKIT_FUSED_CACHE_BYTES")
+    budget = int(env) if env else (0 if hidden.is_cuda else FUSED_CACHE_BYTES_CPU)
+    elem = hidden.element_size() if hidden.is_cuda else _acc(hidden.dtype).itemsize
+    return max(0, min(weight.shape[0], budget // max(1, hidden.shape[0] * elem)))
+
+
 def fused_linear_logprobs(hidden, weight, labels, *, bias=None, ignore_index=-100, temperature=1.0,
                           return_entropy=False):
     if labels.shape != hidden.shape[:-1]:
         raise ValueError(f"alignkit: `labels` must have shape hidden.shape[:-1] = "
                          f"{tuple(hidden.shape[:-1])}, got {tuple(labels.shape)}")
     shape = labels.shape
-    logp, _, ent = _ops.fused_linear_logprobs_fwd(hidden.reshape(-1, hidden.shape[-1]), weight, bias,
-                                                  labels.reshape(-1), ignore_index, float(temperature),
-                                                  return_entropy)
+    h2 = hidden.reshape(-1, hidden.shape[-1])
+    logp, _, ent, _ = _ops.fused_linear_logprobs_fwd(h2, weight, bias, labels.reshape(-1), ignore_index,
+                                                     float(temperature), return_entropy,
+                                                     fused_cache_cols(h2, weight, bias))
     return (logp.view(shape), ent.view(shape)) if return_entropy else logp.view(shape)
 
 

@@ -6,7 +6,14 @@
 // recomputes each tile, turns it into d loss / d logits in place (grad_tile) and feeds two GEMMs:
 // grad_hidden += G @ W_tile and grad_weight[tile] = G^T @ hidden. Ignored rows (label ==
 // ignore_index) are removed up front.
+//
+// Memory for speed: the forward may keep the logits of the last `cache_cols` vocabulary columns
+// (the `cache` output, [N, cache_cols], saved for backward); backward reads those tiles instead of
+// recomputing them, one GEMM of four saved per cached tile. alignkit.ops picks cache_cols from a
+// byte budget (ALIGNKIT_FUSED_CACHE_BYTES) and passes 0 when no gradient is needed.
 #include <cstdlib>
+#include <utility>
+#include <vector>
 
 #include "alignkit/sgemm.h"
 #include "common.h"
@@ -121,13 +128,34 @@ at::Tensor scatter_rows(const Problem& p, const at::Tensor& v, const at::TensorO
   return out.index_copy_(0, p.idx, v);
 }
 
+// Vocabulary tiles [v0, v0 + n) of at most tv columns. None straddles `split`, the first column
+// whose logits the forward keeps in the cache, so backward reads a tile whole or recomputes it.
+std::vector<std::pair<int64_t, int64_t>> vocab_tiles(int64_t V, int64_t tv, int64_t split) {
+  std::vector<std::pair<int64_t, int64_t>> tiles;
+  for (int64_t v0 = 0; v0 < split; v0 += tv) tiles.emplace_back(v0, std::min(tv, split - v0));
+  for (int64_t v0 = split; v0 < V; v0 += tv) tiles.emplace_back(v0, std::min(tv, V - v0));
+  return tiles;
+}
+
+// The cache's valid rows: [Nv, Vc] at the front of the [N, Vc] buffer.
+at::Tensor cache_rows(const at::Tensor& cache, const Problem& p) {
+  return cache.view(-1).narrow(0, 0, p.Nv * cache.size(1)).view({p.Nv, cache.size(1)});
+}
+
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs_fwd(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs_fwd(
     const at::Tensor& hidden, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-    const at::Tensor& labels, int64_t ignore_index, double temperature, bool with_entropy) {
+    const at::Tensor& labels, int64_t ignore_index, double temperature, bool with_entropy,
+    int64_t cache_cols) {
   check_inputs(hidden, weight, bias, labels, temperature);
+  TORCH_CHECK(cache_cols >= 0 && cache_cols <= weight.size(0), "alignkit: `cache_cols` must be in [0, V = ",
+              weight.size(0), "], got ", cache_cols);
   const Problem p = make_problem(hidden, weight, labels, ignore_index);
+  // logits of columns [split, V), kept for backward (which then skips their recompute GEMM)
+  at::Tensor cache = at::empty({p.N, cache_cols}, hidden.options().dtype(p.compute));
+  const int64_t split = p.V - cache_cols;
+  cache.view(-1).narrow(0, p.Nv * cache_cols, (p.N - p.Nv) * cache_cols).zero_();  // rows past Nv: unused
   const auto opts = hidden.options().dtype(p.acc);
   at::Tensor m = at::empty({p.Nv}, opts), s = at::empty({p.Nv}, opts), t = at::empty({p.Nv}, opts),
              zy = at::empty({p.Nv}, opts), logp = at::empty({p.Nv}, opts),
@@ -135,25 +163,31 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs_fwd(
   if (p.Nv > 0) {
     const int64_t tv = tile_cols(p.Nv, p.V, at::elementSize(p.compute));
     at::Tensor buf = at::empty({p.Nv * tv}, hidden.options().dtype(p.compute)), w_tile;
-    for (int64_t v0 = 0; v0 < p.V; v0 += tv) {
-      const int64_t n = std::min(tv, p.V - v0);
+    const at::Tensor kept = cache_rows(cache, p);  // [Nv, cache_cols]
+    for (const auto& [v0, n] : vocab_tiles(p.V, tv, split)) {
       const at::Tensor z = logits_tile(p, weight, bias, v0, n, buf, w_tile);
+      if (v0 >= split) kept.narrow(1, v0 - split, n).copy_(z);
       const LseTileArgs a{z, RowLayout{n, nullptr}, p.y, v0, ignore_index, 1.0 / temperature,
                           with_entropy, v0 == 0, v0 + n >= p.V, m, s, t, zy, logp, lse, ent};
       AK_DEVICE_CALL(z, lse_tile, a);
     }
   }
-  return {scatter_rows(p, logp, opts), scatter_rows(p, lse, opts), scatter_rows(p, ent, opts)};
+  return {scatter_rows(p, logp, opts), scatter_rows(p, lse, opts), scatter_rows(p, ent, opts), cache};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs_bwd(
     const at::Tensor& grad_logp, const std::optional<at::Tensor>& grad_entropy,
     const at::Tensor& hidden, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-    const at::Tensor& labels, const at::Tensor& lse, const at::Tensor& entropy,
+    const at::Tensor& labels, const at::Tensor& lse, const at::Tensor& entropy, const at::Tensor& cache,
     int64_t ignore_index, double temperature, bool needs_hidden, bool needs_weight,
     bool needs_bias) {
   check_inputs(hidden, weight, bias, labels, temperature);
   AK_CHECK_SHAPE("grad_logp", grad_logp, labels.sizes());
+  AK_CHECK_SAME_DEVICE("cache", cache, hidden);
+  TORCH_CHECK(cache.dim() == 2 && cache.size(0) == hidden.size(0) && cache.size(1) <= weight.size(0) &&
+                  cache.is_contiguous(),
+              "alignkit: `cache` must be the contiguous [N, cache_cols <= V] tensor the forward returned, "
+              "got shape ", cache.sizes());
   const bool has_bias = bias.has_value() && bias->defined();
   const Problem p = make_problem(hidden, weight, labels, ignore_index);
   const auto acc_opts = hidden.options().dtype(p.acc);
@@ -173,11 +207,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs_bwd(
   at::Tensor gw = needs_weight ? at::zeros({p.V, H}, hidden.options().dtype(p.compute)) : at::Tensor();
   at::Tensor gb = needs_bias && has_bias ? at::zeros({p.V}, acc_opts) : at::Tensor();
   if (p.Nv > 0 && (needs_hidden || needs_weight || gb.defined())) {
+    TORCH_CHECK(cache.size(1) == 0 || cache.scalar_type() == p.compute, "alignkit: `cache` must have dtype ",
+                p.compute, ", got ", cache.scalar_type());
     const int64_t tv = tile_cols(p.Nv, p.V, at::elementSize(p.compute));
+    const int64_t split = p.V - cache.size(1);
+    const at::Tensor kept = cache_rows(cache, p);  // [Nv, cache_cols]
     at::Tensor buf = at::empty({p.Nv * tv}, hidden.options().dtype(p.compute)), w_tile;
-    for (int64_t v0 = 0; v0 < p.V; v0 += tv) {
-      const int64_t n = std::min(tv, p.V - v0);
-      at::Tensor z = logits_tile(p, weight, bias, v0, n, buf, w_tile);
+    for (const auto& [v0, n] : vocab_tiles(p.V, tv, split)) {
+      at::Tensor z;
+      if (v0 >= split) {  // logits kept by the forward: copied, as grad_tile works in place
+        z = buf.narrow(0, 0, p.Nv * n).view({p.Nv, n}).copy_(kept.narrow(1, v0 - split, n));
+        w_tile = weight.narrow(0, v0, n).to(p.compute).contiguous();
+      } else {
+        z = logits_tile(p, weight, bias, v0, n, buf, w_tile);
+      }
       const GradTileArgs a{z, RowLayout{n, nullptr}, p.y, v0, ignore_index, 1.0 / temperature,
                            l, h_ent, g, ge.defined() ? &ge : nullptr, z};
       AK_DEVICE_CALL(z, grad_tile, a);  // z now holds d loss / d logits of the tile

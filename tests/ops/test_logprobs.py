@@ -215,6 +215,36 @@ def test_fused_blocked_gemm_edges(kernels, reference, threads):
         torch.set_num_threads(old)
 
 
+@pytest.mark.parametrize("budget_cols", [0, 5, 333, 1000])
+@pytest.mark.parametrize("tile", [None, "4096"])
+def test_fused_kept_logits_give_the_same_gradients(kernels, reference, monkeypatch, budget_cols, tile):
+    """Logits kept from forward (none, part of a tile, several tiles, all of V) replace backward's
+    recompute without changing any result; a second backward over the same graph (retain_graph)
+    gives the same gradients, so the kept logits are not modified in place."""
+    N, H, V = 33, 24, 1000
+    monkeypatch.setenv("ALIGNKIT_FUSED_CACHE_BYTES", str(budget_cols * N * 4))
+    if tile:
+        monkeypatch.setenv("ALIGNKIT_TILE_BYTES", tile)
+    h, w, b, y = _fused_inputs(N, H, V, torch.float32, "cpu", bias=True, seed=5)
+    assert kernels.fused_cache_cols(h.float().requires_grad_(), w.float()) == budget_cols
+    assert kernels.fused_cache_cols(h.float(), w.float()) == 0  # no gradient wanted: nothing kept
+    got = _run_fused(kernels.fused_linear_logprobs, h, w, b, y, torch.float32, temperature=0.7)
+    ref64 = _run_fused(reference.fused_linear_logprobs, h, w, b, y, torch.float64, temperature=0.7)
+    for name, k, r in zip(("logp", "entropy", "grad_hidden", "grad_weight", "grad_bias"), got, ref64):
+        torch.testing.assert_close(k, r.float(), atol=2e-5, rtol=1e-4, msg=name)
+    hh, ww = h.float().requires_grad_(), w.float().requires_grad_()
+    out = kernels.fused_linear_logprobs(hh, ww, y, bias=b.float()).sum()
+    first = torch.autograd.grad(out, (hh, ww), retain_graph=True)
+    second = torch.autograd.grad(out, (hh, ww))
+    assert all(torch.equal(a, c) for a, c in zip(first, second))
+    # only the entropy differentiated (no gradient flows into logp)
+    hk = h.detach().float().requires_grad_()
+    kernels.fused_linear_logprobs(hk, w.float(), y, return_entropy=True)[1].sum().backward()
+    hr = h.detach().clone().requires_grad_()
+    reference.fused_linear_logprobs(hr, w, y, return_entropy=True)[1].sum().backward()
+    torch.testing.assert_close(hk.grad, hr.grad.float(), atol=2e-5, rtol=1e-4)
+
+
 def test_fused_matches_logprobs_batched_shape(kernels):
     h, w, _, _ = _fused_inputs(12, 16, 100, torch.float32, "cpu", bias=False)
     h = h.float().view(3, 4, 16)
@@ -262,12 +292,15 @@ def test_fused_validation(kernels):
 def test_fused_opcheck_and_compile(kernels, reference):
     h, w, b, y = _fused_inputs(6, 8, 40, torch.float32, "cpu")
     h, w, b = (t.float().requires_grad_() for t in (h, w, b))
-    torch.library.opcheck(torch.ops.alignkit.fused_linear_logprobs_fwd, (h, w, b, y, -100, 1.0, True))
-    _, lse, ent = torch.ops.alignkit.fused_linear_logprobs_fwd(h.detach(), w.detach(), b.detach(), y,
-                                                              -100, 1.0, True)
-    torch.library.opcheck(torch.ops.alignkit.fused_linear_logprobs_bwd,
-                          (torch.randn(6), torch.randn(6), h.detach(), w.detach(), b.detach(), y, lse,
-                           ent, -100, 1.0, True, True, True))
+    for cache_cols in (0, 17):
+        torch.library.opcheck(torch.ops.alignkit.fused_linear_logprobs_fwd,
+                              (h, w, b, y, -100, 1.0, True, cache_cols))
+        _, lse, ent, cache = torch.ops.alignkit.fused_linear_logprobs_fwd(h.detach(), w.detach(), b.detach(), y,
+                                                                         -100, 1.0, True, cache_cols)
+        assert cache.shape == (6, cache_cols)
+        torch.library.opcheck(torch.ops.alignkit.fused_linear_logprobs_bwd,
+                              (torch.randn(6), torch.randn(6), h.detach(), w.detach(), b.detach(), y, lse,
+                               ent, cache, -100, 1.0, True, True, True))
 
     @torch.compile(fullgraph=True, backend="aot_eager")
     def f(h, w, b):

@@ -28,13 +28,14 @@ at::Tensor logprobs_bwd(const at::Tensor& grad_logp, const std::optional<at::Ten
                         const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& lse,
                         const at::Tensor& entropy, int64_t ignore_index, double temperature);
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs_fwd(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs_fwd(
     const at::Tensor& hidden, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-    const at::Tensor& labels, int64_t ignore_index, double temperature, bool with_entropy);
+    const at::Tensor& labels, int64_t ignore_index, double temperature, bool with_entropy,
+    int64_t cache_cols);
 std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs_bwd(
     const at::Tensor& grad_logp, const std::optional<at::Tensor>& grad_entropy,
     const at::Tensor& hidden, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-    const at::Tensor& labels, const at::Tensor& lse, const at::Tensor& entropy,
+    const at::Tensor& labels, const at::Tensor& lse, const at::Tensor& entropy, const at::Tensor& cache,
     int64_t ignore_index, double temperature, bool needs_hidden, bool needs_weight, bool needs_bias);
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> dpo_loss_fwd(
