@@ -56,11 +56,6 @@ class OnlineAlgorithm(Algorithm):
         self.samples_path = self.run.output_dir / "samples.jsonl"
         self.generator = torch.Generator().manual_seed(int(self.run.cfg.trainer.seed))
 
-    def optimizer_steps_per_step(self) -> int:
-        """Optimiser steps one :meth:`train_step` takes (subclasses: passes x minibatches), so
-        that an LR schedule can span ``trainer.max_steps`` times this many steps."""
-        return 1
-
     # -- timing --------------------------------------------------------------------------
     @contextmanager
     def timer(self, name: str) -> Iterator[None]:
@@ -117,7 +112,7 @@ class OnlineAlgorithm(Algorithm):
     def evaluate(self, batch: dict) -> dict[str, float]:
         """Held-out prompts: one sampled response each (the training sampling settings),
         scored by the run's reward: ``eval/score``, ``eval/response_length``, ``eval/eos_fraction``."""
-        train_times = self.times  # evaluation time is not training-iteration time
+        train_times, self.times = self.times, {}  # evaluation time is not training-iteration time
         ro, scores = self._sample(batch, 1)
         self.times = train_times
         return {"score": float(scores.mean()), "response_length": float(ro.response_lengths.float().mean()),

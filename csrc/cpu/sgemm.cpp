@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <vector>
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -160,6 +161,8 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t rs_a, int64_
   const int64_t mc_blk = block_size(M, MC_MAX, MR, threads);  // row blocks: equal shares per thread
   const int64_t n_ic = ceil_div(M, mc_blk);
   Buffer Bp = alloc_floats(kc_blk * nc_blk);
+  std::vector<Buffer> Aps;  // one packed-A block per thread, reused by every (jc, pc) step
+  for (int64_t t = 0; t < threads; ++t) Aps.push_back(alloc_floats(ceil_div(mc_blk, MR) * MR * kc_blk));
   for (int64_t jc = 0; jc < N; jc += nc_blk) {
     const int64_t nc = std::min(nc_blk, N - jc);
     const int64_t n_panels = ceil_div(nc, NR);
@@ -173,14 +176,14 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t rs_a, int64_
                        bp + p * NR * kc);
       });
       at::parallel_for(0, n_ic, 1, [&](int64_t b0, int64_t b1) {
-        Buffer Ap = alloc_floats(ceil_div(mc_blk, MR) * MR * kc);
+        float* ap = Aps[std::min<int64_t>(at::get_thread_num(), threads - 1)].get();
         for (int64_t b = b0; b < b1; ++b) {
           const int64_t ic = b * mc_blk, mc = std::min(mc_blk, M - ic);
-          pack_a(mc, kc, A + ic * rs_a + pc * cs_a, rs_a, cs_a, Ap.get());
+          pack_a(mc, kc, A + ic * rs_a + pc * cs_a, rs_a, cs_a, ap);
           for (int64_t jr = 0; jr < nc; jr += NR) {
             const float* bpan = bp + (jr / NR) * NR * kc;
             for (int64_t ir = 0; ir < mc; ir += MR) {
-              micro_kernel(kc, Ap.get() + ir * kc, bpan, b_beta, C + (ic + ir) * ldc + jc + jr, ldc,
+              micro_kernel(kc, ap + ir * kc, bpan, b_beta, C + (ic + ir) * ldc + jc + jr, ldc,
                            std::min(MR, mc - ir), std::min(NR, nc - jr));
             }
           }

@@ -110,11 +110,16 @@ Problem make_problem(const at::Tensor& hidden, const at::Tensor& weight, const a
   return p;
 }
 
+// W[v0:v0+n] [n, H] contiguous, in the GEMMs' dtype.
+at::Tensor weight_tile(const Problem& p, const at::Tensor& weight, int64_t v0, int64_t n) {
+  return weight.narrow(0, v0, n).to(p.compute).contiguous();
+}
+
 // logits tile [Nv, tv] = h @ W[v0:v0+tv].T (+ b[v0:v0+tv]) written into the front of `buf`.
 at::Tensor logits_tile(const Problem& p, const at::Tensor& weight,
                        const std::optional<at::Tensor>& bias, int64_t v0, int64_t tv,
                        at::Tensor& buf, at::Tensor& w_tile) {
-  w_tile = weight.narrow(0, v0, tv).to(p.compute).contiguous();
+  w_tile = weight_tile(p, weight, v0, tv);
   at::Tensor z = buf.narrow(0, 0, p.Nv * tv).view({p.Nv, tv});
   const bool has_bias = bias.has_value() && bias->defined();
   if (has_bias) z.copy_(bias->narrow(0, v0, tv).to(p.compute).unsqueeze(0).expand({p.Nv, tv}));
@@ -217,7 +222,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs_bwd(
       at::Tensor z;
       if (v0 >= split) {  // logits kept by the forward: copied, as grad_tile works in place
         z = buf.narrow(0, 0, p.Nv * n).view({p.Nv, n}).copy_(kept.narrow(1, v0 - split, n));
-        w_tile = weight.narrow(0, v0, n).to(p.compute).contiguous();
+        w_tile = weight_tile(p, weight, v0, n);
       } else {
         z = logits_tile(p, weight, bias, v0, n, buf, w_tile);
       }
