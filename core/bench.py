@@ -45,7 +45,8 @@ class Case:
     impls: dict[str, Callable[[dict], Callable[[], None]]]
     baseline: str  # the implementation speed-ups are measured against
     key: str = ""
-    notes: dict = field(default_factory=dict)
+    #: useful work of one call, for the rate column: {"bytes": minimum bytes moved} or {"flop": flops}
+    work: dict = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -87,36 +88,11 @@ def _backward(*tensors):
     return tensors
 
 
-def cases(device: str, quick: bool) -> list[Case]:
-    """The benchmark cases; shapes are the kernels.md targets (smaller with ``quick``)."""
-    import alignkit.ops as ops
+def _fused_case(N, H, V, dtype, device, peers) -> Case:
     from alignkit.ops import _kernels as K
-    from alignkit.ops import reference as R
-
-    peers = _peers()
-    out: list[Case] = []
-
-    # logprobs forward: N tokens over a V vocabulary
-    N, V = (512, 8192) if quick else (4096, 49152)
-    lp_impls = {
-        "alignkit kernel": lambda d: lambda: K.logprobs(d["x"], d["y"]),
-        "alignkit reference": lambda d: lambda: R.logprobs(d["x"], d["y"]),
-        "eager log_softmax+gather": lambda d: lambda: torch.log_softmax(d["x"].float(), -1).gather(
-            -1, d["y"].unsqueeze(-1)).squeeze(-1),
-    }
-    if "trl_selective" in peers:
-        f = peers["trl_selective"]
-        lp_impls["TRL selective_log_softmax"] = lambda d: lambda: f(d["x"], d["y"])
-    for dtype in (torch.float32,) if quick else (torch.float32, torch.bfloat16):
-        out.append(Case("logprobs", f"N={N} V={V}", str(dtype).replace("torch.", ""), "fwd",
-                        lambda dev, dtype=dtype: {"x": _randn((N, V), dev, dtype, scale=2.0), "y": _labels(N, V, dev)},
-                        lp_impls, "eager log_softmax+gather"))
-
-    # fused_linear_logprobs forward + backward
-    N, H, V = (512, 128, 8192) if quick else (4096, 576, 49152)
 
     def fused_inputs(dev):
-        return {"h": _randn((N, H), dev, grad=True), "w": _randn((V, H), dev, scale=H ** -0.5, grad=True),
+        return {"h": _randn((N, H), dev, dtype, grad=True), "w": _randn((V, H), dev, dtype, scale=H ** -0.5, grad=True),
                 "y": _labels(N, V, dev)}
 
     def fl_kernel(d):
@@ -130,7 +106,7 @@ def cases(device: str, quick: bool) -> list[Case]:
             torch.log_softmax(h @ w.T, -1).gather(-1, d["y"].unsqueeze(-1)).sum().backward()
         return run
 
-    fl_impls = {"alignkit kernel": fl_kernel, "eager linear+log_softmax+gather": fl_eager}
+    impls = {"alignkit kernel": fl_kernel, "eager linear+log_softmax+gather": fl_eager}
     if "trl_chunked" in peers:
         fn, chunk = peers["trl_chunked"]
 
@@ -139,7 +115,7 @@ def cases(device: str, quick: bool) -> list[Case]:
                 h, w = _backward(d["h"], d["w"])
                 fn.apply(h, w, None, d["y"], 1.0, chunk, None, 1.0, ())[0].sum().backward()
             return run
-        fl_impls["TRL ChunkedLogProbFunction"] = fl_trl
+        impls["TRL ChunkedLogProbFunction"] = fl_trl
     if "liger_flce" in peers and device == "cuda":
         f = peers["liger_flce"]
 
@@ -148,14 +124,51 @@ def cases(device: str, quick: bool) -> list[Case]:
                 h, w = _backward(d["h"], d["w"])
                 f(h, w, d["y"], reduction="sum").backward()  # cross-entropy = -Σ logp
             return run
-        fl_impls["Liger fused_linear_cross_entropy"] = fl_liger
-    out.append(Case("fused_linear_logprobs", f"N={N} H={H} V={V}", "float32", "fwd+bwd", fused_inputs,
-                    fl_impls, "eager linear+log_softmax+gather"))
+        impls["Liger fused_linear_cross_entropy"] = fl_liger
+    # useful flops: forward h·Wᵀ, backward G·W and Gᵀ·h (recomputing the logits is overhead)
+    return Case("fused_linear_logprobs", f"N={N} H={H} V={V}", str(dtype).replace("torch.", ""), "fwd+bwd",
+                fused_inputs, impls, "eager linear+log_softmax+gather", work={"flop": 6 * N * H * V})
+
+
+def cases(device: str, quick: bool) -> list[Case]:
+    """The benchmark cases; shapes are the kernels.md targets (smaller with ``quick``)."""
+    import alignkit.ops as ops
+    from alignkit.ops import _kernels as K
+    from alignkit.ops import reference as R
+
+    peers = _peers()
+    out: list[Case] = []
+
+    gpu = device == "cuda" and not quick
+    # logprobs forward: N tokens over a V vocabulary (on a GPU: a Llama-3-size vocabulary, HBM-bound)
+    N, V = (512, 8192) if quick else ((8192, 128256) if gpu else (4096, 49152))
+    lp_impls = {
+        "alignkit kernel": lambda d: lambda: K.logprobs(d["x"], d["y"]),
+        "alignkit reference": lambda d: lambda: R.logprobs(d["x"], d["y"]),
+        "eager log_softmax+gather": lambda d: lambda: torch.log_softmax(d["x"].float(), -1).gather(
+            -1, d["y"].unsqueeze(-1)).squeeze(-1),
+    }
+    if "trl_selective" in peers:
+        f = peers["trl_selective"]
+        lp_impls["TRL selective_log_softmax"] = lambda d: lambda: f(d["x"], d["y"])
+    for dtype in (torch.float32,) if quick else (torch.float32, torch.bfloat16):
+        out.append(Case("logprobs", f"N={N} V={V}", str(dtype).replace("torch.", ""), "fwd",
+                        lambda dev, dtype=dtype, N=N, V=V: {"x": _randn((N, V), dev, dtype, scale=2.0),
+                                                             "y": _labels(N, V, dev)},
+                        lp_impls, "eager log_softmax+gather",
+                        work={"bytes": N * V * dtype.itemsize + N * (8 + 4)}))
+
+    # fused_linear_logprobs forward + backward (on a GPU: bf16 with a Llama-3-8B head, kernels.md's target)
+    shapes = [(512, 128, 8192, torch.float32)] if quick else (
+        [(4096, 4096, 128256, torch.bfloat16), (8192, 4096, 128256, torch.bfloat16)] if gpu
+        else [(4096, 576, 49152, torch.float32)])
+    for N, H, V, dtype in shapes:
+        out.append(_fused_case(N, H, V, dtype, device, peers))
 
     # gae
     B, T = (16, 256) if quick else (64, 1024)
 
-    def gae_inputs(dev):
+    def gae_inputs(dev, B=B, T=T):  # shapes bound now: B and T are reused below
         return {"r": _randn((B, T), dev), "v": _randn((B, T), dev),
                 "m": torch.ones(B, T, dtype=torch.bool, device=dev).tril_(T // 2)}
 
@@ -167,7 +180,7 @@ def cases(device: str, quick: bool) -> list[Case]:
     # dpo_loss forward + backward on B pairs
     B = 8192 if quick else 65536
 
-    def dpo_inputs(dev):
+    def dpo_inputs(dev, B=B):
         return {k: _randn((B,), dev, scale=5.0, shift=-50.0, grad=k.startswith("p")) for k in ("pc", "pr", "rc", "rr")}
 
     def dpo_impl(mod):
@@ -184,7 +197,7 @@ def cases(device: str, quick: bool) -> list[Case]:
     # ppo_loss / value_loss forward + backward on [B, T]
     B, T = (16, 512) if quick else (64, 1024)
 
-    def ppo_inputs(dev):
+    def ppo_inputs(dev, B=B, T=T):
         d = {"lp": _randn((B, T), dev, scale=0.5, shift=-2.0, grad=True),
              "old": _randn((B, T), dev, scale=0.5, shift=-2.0),
              "ref": _randn((B, T), dev, scale=0.5, shift=-2.0), "adv": _randn((B, T), dev),
@@ -227,8 +240,8 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def time_case(case: Case, device: str, quick: bool) -> dict[str, list[float]]:
-    """Per-call wall times (s) of every implementation, interleaved round by round."""
+def time_case(case: Case, device: str, quick: bool):
+    """Per-call wall times (s) of every implementation, interleaved round by round, and the runs."""
     inputs = case.build(device)
     runs = {name: make(inputs) for name, make in case.impls.items()}
     for run in runs.values():  # warm-up (first-call allocations, thread pools, caches)
@@ -245,7 +258,7 @@ def time_case(case: Case, device: str, quick: bool) -> dict[str, list[float]]:
             times[name].append(time.perf_counter() - t0)
         rounds = len(next(iter(times.values())))
         if rounds >= max_rounds or (rounds >= min_rounds and time.perf_counter() - start > budget):
-            return times
+            return times, runs
 
 
 def _status_bytes(field_name: str) -> int:
@@ -258,7 +271,7 @@ def _status_bytes(field_name: str) -> int:
 
 def measure_memory_here(op: str, impl: str, device: str, quick: bool) -> int:
     """Peak extra bytes of one call of ``impl`` on ``op``'s case (run in a fresh process)."""
-    case = next(c for c in cases(device, quick) if f"{c.op}|{c.dtype}" == op)
+    case = next(c for c in cases(device, quick) if _case_id(c) == op)
     inputs = case.build(device)
     run = case.impls[impl](inputs)
     gc.collect()
@@ -278,8 +291,25 @@ def measure_memory_here(op: str, impl: str, device: str, quick: bool) -> int:
     return max(_status_bytes("VmHWM") - base, 0)
 
 
+def _case_id(case: Case) -> str:
+    return f"{case.op}|{case.shape}|{case.dtype}"
+
+
+def cuda_memory(case: Case, run: Callable[[], None]) -> int:
+    """Peak extra bytes of one call, from the caching allocator's own counters (in process: they count
+    this process's allocations only; workspaces cuBLAS keeps from the warm-up are not counted)."""
+    gc.collect()
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    run()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
+
 def memory_case(case: Case, impl: str, device: str, quick: bool) -> int | None:
-    cmd = [sys.executable, "-m", "alignkit.bench", "--_memory", f"{case.op}|{case.dtype}", impl,
+    cmd = [sys.executable, "-m", "alignkit.bench", "--_memory", _case_id(case), impl,
            "--device", device] + (["--quick"] if quick else [])
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
@@ -298,17 +328,24 @@ def run_benchmarks(ops_: list[str], device: str, quick: bool, memory: bool = Tru
     for case in cases(device, quick):
         if case.op not in ops_:
             continue
-        times = time_case(case, device, quick)
+        times, runs = time_case(case, device, quick)
         base = statistics.median(times[case.baseline])
         for impl, ts in times.items():
             med = statistics.median(ts)
-            mem = memory_case(case, impl, device, quick) if memory else None
+            mem = None
+            if memory:
+                mem = cuda_memory(case, runs[impl]) if device == "cuda" else memory_case(case, impl, device, quick)
             row = {"op": case.op, "shape": case.shape, "dtype": case.dtype, "mode": case.mode,
                    "impl": impl, "median_s": med, "p20_s": _pct(ts, 0.2), "p80_s": _pct(ts, 0.8),
                    "n": len(ts), "peak_extra_mb": None if mem is None else mem / 2 ** 20,
                    "speedup_vs_baseline": base / med, "baseline": case.baseline}
+            if "bytes" in case.work:
+                row["gb_per_s"] = case.work["bytes"] / med / 1e9
+            if "flop" in case.work:
+                row["tflop_per_s"] = case.work["flop"] / med / 1e12
             rows.append(row)
             print(_format_row(row), flush=True)
+        del runs
     return rows
 
 
@@ -316,7 +353,7 @@ def run_benchmarks(ops_: list[str], device: str, quick: bool, memory: bool = Tru
 # Output
 # ------------------------------------------------------------------------------------------------
 _HEADER = (f"{'op':<22} {'shape':<22} {'dtype':<9} {'mode':<8} {'implementation':<33} "
-           f"{'median':>10} {'p20-p80':>19} {'peak extra':>11} {'vs eager':>9}")
+           f"{'median':>10} {'p20-p80':>19} {'peak extra':>11} {'vs eager':>9} {'rate':>13}")
 
 
 def _ms(s):
@@ -327,7 +364,15 @@ def _format_row(r):
     mem = "?" if r["peak_extra_mb"] is None else f"{r['peak_extra_mb']:.1f} MB"
     band = f"{_ms(r['p20_s'])}-{_ms(r['p80_s'])}"
     return (f"{r['op']:<22} {r['shape']:<22} {r['dtype']:<9} {r['mode']:<8} {r['impl']:<33} "
-            f"{_ms(r['median_s']):>10} {band:>19} {mem:>11} {r['speedup_vs_baseline']:>8.2f}x")
+            f"{_ms(r['median_s']):>10} {band:>19} {mem:>11} {r['speedup_vs_baseline']:>8.2f}x {_rate(r):>13}")
+
+
+def _rate(r):
+    if "tflop_per_s" in r:
+        return f"{r['tflop_per_s']:.3g} TFLOP/s"
+    if "gb_per_s" in r:
+        return f"{r['gb_per_s']:.3g} GB/s"
+    return ""
 
 
 def machine_info(device: str) -> dict:

@@ -50,17 +50,23 @@ __device__ __forceinline__ void block_sum(T (&v)[K]) {
   __syncthreads();
 }
 
+// Merge every thread's online log-sum-exp state (alignkit/math.h) over the block, in a fixed order
+// (deterministic); every thread gets the result.
 template <typename T>
-__device__ __forceinline__ T block_max(T v) {
-  __shared__ T shared[kThreads / 32];
+__device__ __forceinline__ LseState<T> block_lse(LseState<T> st) {
+  __shared__ T shared[3][kThreads / 32];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  v = warp_max(v);
-  if (lane == 0) shared[warp] = v;
+  for (int o = 16; o > 0; o >>= 1) {
+    const LseState<T> other{__shfl_xor_sync(0xffffffffu, st.m, o), __shfl_xor_sync(0xffffffffu, st.s, o),
+                            __shfl_xor_sync(0xffffffffu, st.t, o)};
+    st = lane < (lane ^ o) ? lse_combine(st, other) : lse_combine(other, st);
+  }
+  if (lane == 0) shared[0][warp] = st.m, shared[1][warp] = st.s, shared[2][warp] = st.t;
   __syncthreads();
-  T r = lane < blockDim.x / 32 ? shared[lane] : T(-INFINITY);
-  r = warp_max(r);
+  LseState<T> all = lse_empty<T>();
+  for (int w = 0; w < int(blockDim.x / 32); ++w) all = lse_combine(all, LseState<T>{shared[0][w], shared[1][w], shared[2][w]});
   __syncthreads();
-  return r;
+  return all;
 }
 
 inline unsigned grid_for(int64_t n, int threads = kThreads) {

@@ -1,9 +1,40 @@
-// CUDA kernels for log-probabilities over one vocabulary tile: one block per row, fp32 accumulation,
-// two passes over the row (max, then exp-sums relative to it), state merged with lse_combine.
+// CUDA kernels for log-probabilities over one vocabulary tile: one block per row, fp32 accumulation.
+// The forward reads each logit once: every thread keeps an online log-sum-exp state over its 16-byte
+// chunks of the row (rescaled only when its max grows), the block merges the states with lse_combine.
 #include "common.cuh"
 
 namespace alignkit::cuda_launch {
 namespace {
+
+// 16 bytes of logits, loaded with one vector instruction.
+template <typename scalar_t>
+struct alignas(16) Chunk16 {
+  scalar_t x[16 / sizeof(scalar_t)];
+};
+
+// Fold K logits into a thread's online state: one exp per logit, plus one rescale when the max grows.
+// All -inf chunks are skipped (they add nothing, and -inf - -inf would poison the state).
+template <typename acc, int K, bool kEntropy>
+__device__ __forceinline__ void lse_push(LseState<acc>& st, const acc (&z)[K]) {
+  acc cm = z[0];
+#pragma unroll
+  for (int k = 1; k < K; ++k) cm = max(cm, z[k]);
+  if (!(cm > -INFINITY)) return;
+  if (cm > st.m) {
+    if (st.s > acc(0)) {
+      const acc d = st.m - cm, e = exp(d);
+      if (kEntropy) st.t = e * (st.t + st.s * d);
+      st.s *= e;
+    }
+    st.m = cm;
+  }
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    const acc d = z[k] - st.m, e = exp(d);
+    st.s += e;
+    if (kEntropy) st.t += e * d;
+  }
+}
 
 template <typename scalar_t, bool kEntropy>
 __global__ void lse_tile_kernel(LseTile<scalar_t> lt) {
@@ -19,18 +50,29 @@ __global__ void lse_tile_kernel(LseTile<scalar_t> lt) {
     return;
   }
   const scalar_t* row = a.x + (a.offsets ? a.offsets[r] : r * a.stride);
-  acc mx = -INFINITY;
-  for (int64_t j = threadIdx.x; j < a.n; j += blockDim.x) mx = max(mx, acc(row[j]));
-  const acc m = block_max(mx) * a.inv_temp;
-  acc st[2] = {acc(0), acc(0)};  // Σ e^{z-m}, Σ e^{z-m}(z-m)
-  for (int64_t j = threadIdx.x; j < a.n; j += blockDim.x) {
-    const acc z = acc(row[j]) * a.inv_temp - m, e = exp(z);
-    st[0] += e;
-    if (kEntropy) st[1] += e * z;
+  LseState<acc> st = lse_empty<acc>();
+  // 16-byte chunks of kVec logits from the first aligned one; the unaligned head and the tail one by one
+  constexpr int kVec = 16 / sizeof(scalar_t);
+  const int64_t lead = (16 - reinterpret_cast<uintptr_t>(row) % 16) % 16 / sizeof(scalar_t);
+  const int64_t head = lead < a.n ? lead : a.n;
+  const int64_t chunks = (a.n - head) / kVec, body_end = head + chunks * kVec;
+  for (int64_t c = threadIdx.x; c < chunks; c += blockDim.x) {
+    const Chunk16<scalar_t> v = reinterpret_cast<const Chunk16<scalar_t>*>(row + head)[c];
+    acc z[kVec];
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) z[k] = acc(v.x[k]) * a.inv_temp;
+    lse_push<acc, kVec, kEntropy>(st, z);
   }
-  block_sum<acc, 2>(st);
+  for (int64_t j = threadIdx.x; j < head; j += blockDim.x) {
+    acc z[1] = {acc(row[j]) * a.inv_temp};
+    lse_push<acc, 1, kEntropy>(st, z);
+  }
+  for (int64_t j = body_end + threadIdx.x; j < a.n; j += blockDim.x) {
+    acc z[1] = {acc(row[j]) * a.inv_temp};
+    lse_push<acc, 1, kEntropy>(st, z);
+  }
+  LseState<acc> state = block_lse(st);
   if (threadIdx.x != 0) return;
-  LseState<acc> state{m, st[0], st[1]};
   if (!lt.first) state = lse_combine(LseState<acc>{lt.m[r], lt.s[r], lt.t[r]}, state);
   if (y >= a.v0 && y < a.v0 + a.n) lt.zy[r] = acc(row[y - a.v0]) * a.inv_temp;
   if (lt.last) {

@@ -59,6 +59,23 @@ def test_bench_quick(tmp_path):
     assert bench.main(["nope"]) == 2
 
 
+@pytest.mark.parametrize("quick", [True, False])
+def test_bench_inputs_have_the_shapes_the_table_names(quick):
+    """Every dimension a case's label names (B=65536, N=4096 ...) is a dimension of its inputs: the
+    input builders bind their shapes when the case is made, not when it runs."""
+    import re
+
+    from alignkit import bench
+
+    for case in bench.cases("cpu", quick):
+        named = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", case.shape)}
+        with torch.device("meta"):
+            inputs = case.build("meta")
+        sizes = {n for t in inputs.values() for n in t.shape}
+        missing = {k: v for k, v in named.items() if v not in sizes}
+        assert not missing, f"{case.op} {case.shape}: inputs {[tuple(t.shape) for t in inputs.values()]}"
+
+
 @pytest.mark.slow
 def test_bench_memory_subprocess(tmp_path):
     from alignkit import bench
