@@ -66,7 +66,7 @@ def ext_modules():
 
     root = os.path.dirname(os.path.abspath(__file__))
     rel = lambda pattern: sorted(os.path.relpath(p, root) for p in glob.glob(os.path.join(root, pattern)))
-    sources = ["csrc/bindings.cpp"] + rel("csrc/ops/*.cpp") + rel("csrc/cpu/*.cpp")
+    sources = ["csrc/bindings.cpp", "csrc/autograd.cpp"] + rel("csrc/ops/*.cpp") + rel("csrc/cpu/*.cpp")
     cxx = ["-O3", "-fvisibility=hidden"] + _cpu_flags() + _openmp_flags()
     include_dirs = [os.path.join(root, "csrc", "include")]
     # find libtorch/libc10 even when alignkit._C is imported before torch: next to an installed

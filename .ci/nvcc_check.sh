@@ -39,7 +39,7 @@ export -f compile_cu check_host
 
 status=0
 printf '%s\n' csrc/cuda/*.cu | xargs -P "$JOBS" -I{} bash -c 'compile_cu {}' || status=1
-printf '%s\n' csrc/cuda/*.cpp csrc/bindings.cpp csrc/ops/*.cpp \
+printf '%s\n' csrc/cuda/*.cpp csrc/bindings.cpp csrc/autograd.cpp csrc/ops/*.cpp \
   | xargs -P "$JOBS" -I{} bash -c 'check_host {}' || status=1
 if [ "$status" -ne 0 ]; then
   echo "nvcc_check: FAILED" >&2

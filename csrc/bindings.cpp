@@ -1,6 +1,7 @@
 // The one place every alignkit op is declared: schemas (TORCH_LIBRARY) and the CPU/CUDA
 // implementations (TORCH_LIBRARY_IMPL). Autograd formulas and fake kernels are registered from
-// Python in alignkit/ops/_kernels.py. `_fwd` ops return what `_bwd` needs (row statistics).
+// Python in alignkit/ops/_kernels.py, except the small losses' autograd (csrc/autograd.cpp).
+// `_fwd` ops return what `_bwd` needs (row statistics).
 #include <Python.h>
 #include <torch/library.h>
 
@@ -23,14 +24,13 @@ TORCH_LIBRARY(alignkit, m) {
         "Tensor weight, Tensor? bias, Tensor labels, Tensor lse, Tensor entropy, Tensor cache, "
         "int ignore_index, float temperature, bool needs_hidden, bool needs_weight, bool needs_bias) "
         "-> (Tensor, Tensor, Tensor)");
-  // DPO on [B] sequence log-probs → (losses, chosen_rewards, rejected_rewards).
+  // DPO on [B] sequence log-probs → (losses, chosen_rewards, rejected_rewards, dloss_dh), the last
+  // d losses / d h for h = (policy_chosen - policy_rejected) - (ref_chosen - ref_rejected).
   m.def("dpo_loss_fwd(Tensor policy_chosen, Tensor policy_rejected, Tensor ref_chosen, "
         "Tensor ref_rejected, float beta, str loss_type, float label_smoothing) "
-        "-> (Tensor, Tensor, Tensor)");
-  // d losses / d h, h = (policy_chosen - policy_rejected) - (ref_chosen - ref_rejected).
-  m.def("dpo_loss_bwd(Tensor grad_losses, Tensor policy_chosen, Tensor policy_rejected, "
-        "Tensor ref_chosen, Tensor ref_rejected, float beta, str loss_type, float label_smoothing) "
-        "-> Tensor");
+        "-> (Tensor, Tensor, Tensor, Tensor)");
+  // (g·dloss_dh, -g·dloss_dh): the gradients w.r.t. policy_chosen and policy_rejected.
+  m.def("dpo_loss_bwd(Tensor grad_losses, Tensor dloss_dh) -> (Tensor, Tensor)");
   // Clipped PPO loss on [B, T] → (loss, stats[4] = clipfrac, approx_kl, kl, entropy).
   m.def("ppo_loss_fwd(Tensor logprobs, Tensor old_logprobs, Tensor advantages, Tensor mask, "
         "Tensor? ref_logprobs, Tensor? entropy, float clip_eps, float clip_eps_high, float dual_clip, "

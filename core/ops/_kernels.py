@@ -52,12 +52,12 @@ def _(grad_logp, grad_entropy, hidden, weight, bias, labels, lse, entropy, cache
 
 @torch.library.register_fake("alignkit::dpo_loss_fwd")
 def _(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta, loss_type, label_smoothing):
-    return tuple(torch.empty_like(policy_chosen) for _ in range(3))
+    return tuple(torch.empty_like(policy_chosen) for _ in range(4))
 
 
 @torch.library.register_fake("alignkit::dpo_loss_bwd")
-def _(grad_losses, policy_chosen, *args):
-    return torch.empty_like(policy_chosen)
+def _(grad_losses, dloss_dh):
+    return torch.empty_like(dloss_dh), torch.empty_like(dloss_dh)
 
 
 @torch.library.register_fake("alignkit::ppo_loss_fwd")
@@ -145,47 +145,8 @@ torch.library.register_autograd("alignkit::fused_linear_logprobs_fwd", _backward
                                 setup_context=_setup_fused)
 
 
-def _setup_dpo(ctx, inputs, output):
-    *logps, ctx.beta, ctx.loss_type, ctx.label_smoothing = inputs
-    ctx.save_for_backward(*logps)
-
-
-def _backward_dpo(ctx, g_losses, g_chosen_rewards, g_rejected_rewards):
-    gh = _ops.dpo_loss_bwd(g_losses, *ctx.saved_tensors, ctx.beta, ctx.loss_type, ctx.label_smoothing)
-    # h = (pc - pr) - (rc - rr); the rewards are detached metrics (their grads are dropped)
-    return gh, -gh, -gh, gh, None, None, None
-
-
-torch.library.register_autograd("alignkit::dpo_loss_fwd", _backward_dpo, setup_context=_setup_dpo)
-
-
-def _setup_ppo(ctx, inputs, output):
-    logprobs, old, adv, mask, ref, ent, *ctx.params = inputs
-    ctx.has_ref, ctx.has_ent = ref is not None, ent is not None
-    ctx.save_for_backward(logprobs, old, adv, mask, ref, ent)
-
-
-def _backward_ppo(ctx, g_loss, g_stats):
-    logprobs, old, adv, mask, ref, ent = ctx.saved_tensors
-    gl, ge = _ops.ppo_loss_bwd(g_loss, logprobs, old, adv, mask, ref, ent, *ctx.params)
-    # old_logprobs, advantages and ref_logprobs are constants of the loss
-    return gl, None, None, None, None, ge if ctx.has_ent else None, *([None] * 7)
-
-
-torch.library.register_autograd("alignkit::ppo_loss_fwd", _backward_ppo, setup_context=_setup_ppo)
-
-
-def _setup_value(ctx, inputs, output):
-    values, old, ret, mask, *ctx.params = inputs
-    ctx.save_for_backward(values, old, ret, mask)
-
-
-def _backward_value(ctx, g_loss, g_clipfrac):
-    gv = _ops.value_loss_bwd(g_loss, *ctx.saved_tensors, *ctx.params)
-    return gv, None, None, None, None, None  # old_values and returns are constants of the loss
-
-
-torch.library.register_autograd("alignkit::value_loss_fwd", _backward_value, setup_context=_setup_value)
+# dpo_loss_fwd, ppo_loss_fwd and value_loss_fwd: autograd in C++ (csrc/autograd.cpp), as this
+# wrapper's cost per call would exceed their kernels'.
 
 
 def _setup_whiten(ctx, inputs, output):
@@ -240,8 +201,8 @@ def fused_linear_logprobs(hidden, weight, labels, *, bias=None, ignore_index=-10
 
 def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, *, beta=0.1, loss_type="sigmoid",
              label_smoothing=0.0):
-    losses, chosen, rejected = _ops.dpo_loss_fwd(policy_chosen, policy_rejected, ref_chosen, ref_rejected,
-                                                 float(beta), loss_type, float(label_smoothing))
+    losses, chosen, rejected, _ = _ops.dpo_loss_fwd(policy_chosen, policy_rejected, ref_chosen, ref_rejected,
+                                                    float(beta), loss_type, float(label_smoothing))
     return losses, chosen.detach(), rejected.detach()
 
 

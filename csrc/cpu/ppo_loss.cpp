@@ -1,17 +1,21 @@
-// CPU PPO policy-loss kernel: per-row sums forward (rows in parallel, each summed in order, so the
-// result does not depend on the thread count), per-token gradient backward (math in alignkit/math.h).
+// CPU PPO policy-loss kernel: per-row sums forward (rows in parallel, each summed in a fixed order,
+// so the result does not depend on the thread count), per-token gradient backward. The formulas are
+// alignkit/math.h's, run on 8 lanes at a time for float through Lanes (lanes.h).
 #include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
 #include "alignkit/ops.h"
 #include "grain.h"
+#include "lanes.h"
 
 namespace alignkit::cpu {
 
 void ppo_rows(const PpoArgs& a, at::Tensor& row_sums) {
-  const int64_t B = a.logp.size(0), T = a.logp.size(1);
+  const int64_t B = a.logp.size(0), T_ = a.logp.size(1);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, a.logp.scalar_type(), "alignkit_ppo_fwd", [&] {
+    using L = Lanes<scalar_t>;
+    using T = typename L::T;
+    using O = Ops<T>;
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t *lp = a.logp.const_data_ptr<scalar_t>(), *old = a.old_logp.const_data_ptr<scalar_t>(),
                    *adv = a.adv.const_data_ptr<scalar_t>();
@@ -19,24 +23,26 @@ void ppo_rows(const PpoArgs& a, at::Tensor& row_sums) {
     const scalar_t* ent = a.entropy ? a.entropy->const_data_ptr<scalar_t>() : nullptr;
     const uint8_t* mask = a.mask.const_data_ptr<uint8_t>();
     acc_t* out = row_sums.mutable_data_ptr<acc_t>();
-    const acc_t ent_coef = acc_t(a.p.entropy_coef);
-    at::parallel_for(0, B, kRowGrain(T), [&](int64_t b0, int64_t b1) {
+    const T ent_coef(a.p.entropy_coef), zero(0), one(1), half(0.5);
+    at::parallel_for(0, B, kRowGrain(T_), [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
-        acc_t loss = 0, n = 0, clip = 0, akl = 0, kl = 0, en = 0;
-        for (int64_t i = b * T; i < (b + 1) * T; ++i) {
-          if (!mask[i]) continue;
-          const auto tok = ppo_token<acc_t>(lp[i], old[i], adv[i], ref ? acc_t(ref[i]) : acc_t(0), a.p);
-          const acc_t lr = acc_t(lp[i]) - acc_t(old[i]);
-          const acc_t e = ent ? acc_t(ent[i]) : acc_t(0);
-          loss += tok.loss - ent_coef * e;
-          n += 1;
-          clip += tok.clipped;
-          akl += acc_t(0.5) * lr * lr;
-          kl += tok.kl;
-          en += e;
-        }
-        acc_t* o = out + b * 6;
-        o[0] = loss, o[1] = n, o[2] = clip, o[3] = akl, o[4] = kl, o[5] = en;
+        T loss = zero, n = zero, clip = zero, akl = zero, kl = zero, en = zero;
+        for_steps<L>(b * T_, (b + 1) * T_, [&](int64_t i, int64_t w) {
+          const auto valid = L::valid(mask + i, w);
+          const T l = L::load(lp + i, w), o = L::load(old + i, w);
+          const auto tok = ppo_token<T>(l, o, L::load(adv + i, w), ref ? L::load(ref + i, w) : zero, a.p);
+          const T lr = l - o, e = ent ? L::load(ent + i, w) : zero;
+          // select, not multiply: a NaN in a masked position must not leak into the sums
+          loss = loss + O::select(valid, tok.loss - ent_coef * e, zero);
+          n = n + O::select(valid, one, zero);
+          clip = clip + O::select(valid, tok.clipped, zero);
+          akl = akl + O::select(valid, half * lr * lr, zero);
+          kl = kl + O::select(valid, tok.kl, zero);
+          en = en + O::select(valid, e, zero);
+        });
+        acc_t* r = out + b * 6;
+        r[0] = L::sum(loss), r[1] = L::sum(n), r[2] = L::sum(clip), r[3] = L::sum(akl), r[4] = L::sum(kl),
+        r[5] = L::sum(en);
       }
     });
   });
@@ -44,8 +50,11 @@ void ppo_rows(const PpoArgs& a, at::Tensor& row_sums) {
 
 void ppo_bwd(const PpoArgs& a, Agg agg, const at::Tensor& grad_loss, const at::Tensor& counts,
              at::Tensor& grad_logp, at::Tensor& grad_entropy) {
-  const int64_t B = a.logp.size(0), T = a.logp.size(1);
+  const int64_t B = a.logp.size(0), T_ = a.logp.size(1);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, a.logp.scalar_type(), "alignkit_ppo_bwd", [&] {
+    using L = Lanes<scalar_t>;
+    using T = typename L::T;
+    using O = Ops<T>;
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t *lp = a.logp.const_data_ptr<scalar_t>(), *old = a.old_logp.const_data_ptr<scalar_t>(),
                    *adv = a.adv.const_data_ptr<scalar_t>();
@@ -55,19 +64,18 @@ void ppo_bwd(const PpoArgs& a, Agg agg, const at::Tensor& grad_loss, const at::T
     const acc_t g = grad_loss.const_data_ptr<acc_t>()[0], ent_coef = acc_t(a.p.entropy_coef);
     scalar_t* gl = grad_logp.mutable_data_ptr<scalar_t>();
     scalar_t* ge = grad_entropy.defined() && grad_entropy.numel() ? grad_entropy.mutable_data_ptr<scalar_t>() : nullptr;
-    at::parallel_for(0, B, kRowGrain(T), [&](int64_t b0, int64_t b1) {
+    const T zero(0);
+    at::parallel_for(0, B, kRowGrain(T_), [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         const acc_t w = g * agg_weight(agg, cnt[b], cnt[B], cnt[B + 1]);
-        for (int64_t i = b * T; i < (b + 1) * T; ++i) {
-          if (!mask[i]) {
-            gl[i] = scalar_t(0);
-            if (ge) ge[i] = scalar_t(0);
-            continue;
-          }
-          const auto tok = ppo_token<acc_t>(lp[i], old[i], adv[i], ref ? acc_t(ref[i]) : acc_t(0), a.p);
-          gl[i] = scalar_t(w * tok.grad);
-          if (ge) ge[i] = scalar_t(-w * ent_coef);
-        }
+        const T vw(w), vge(-w * ent_coef);
+        for_steps<L>(b * T_, (b + 1) * T_, [&](int64_t i, int64_t n) {
+          const auto valid = L::valid(mask + i, n);
+          const auto tok = ppo_token<T>(L::load(lp + i, n), L::load(old + i, n), L::load(adv + i, n),
+                                        ref ? L::load(ref + i, n) : zero, a.p);
+          L::store(O::select(valid, vw * tok.grad, zero), gl + i, n);
+          if (ge) L::store(O::select(valid, vge, zero), ge + i, n);
+        });
       }
     });
   });

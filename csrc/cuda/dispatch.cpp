@@ -1,6 +1,8 @@
 // ATen-facing side of the CUDA kernels: dtype dispatch, current stream, tensors → raw pointers.
 // Compiled by the host compiler (only in CUDA builds); the kernels live in csrc/cuda/*.cu.
 #include <ATen/Dispatch.h>
+#include <ATen/ops/mul.h>
+#include <ATen/ops/neg.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
@@ -54,25 +56,22 @@ void grad_tile(const GradTileArgs& a) {
 }
 
 void dpo_fwd(const DpoArgs& a, at::Tensor& losses, at::Tensor& chosen_rewards,
-             at::Tensor& rejected_rewards) {
+             at::Tensor& rejected_rewards, at::Tensor& dloss_dh) {
   const c10::cuda::CUDAGuard guard(a.pc.device());
   AK_CUDA_DISPATCH(a.pc, "alignkit_dpo_fwd_cuda", [&] {
     L::dpo_fwd(a.pc.const_data_ptr<scalar_t>(), a.pr.const_data_ptr<scalar_t>(),
                a.rc.const_data_ptr<scalar_t>(), a.rr.const_data_ptr<scalar_t>(), a.pc.numel(), a.beta,
                a.type, a.label_smoothing, losses.mutable_data_ptr<scalar_t>(),
                chosen_rewards.mutable_data_ptr<scalar_t>(), rejected_rewards.mutable_data_ptr<scalar_t>(),
-               stream_of(a.pc));
+               dloss_dh.mutable_data_ptr<scalar_t>(), stream_of(a.pc));
   });
 }
 
-void dpo_bwd(const DpoArgs& a, const at::Tensor& grad_losses, at::Tensor& grad_h) {
-  const c10::cuda::CUDAGuard guard(a.pc.device());
-  AK_CUDA_DISPATCH(a.pc, "alignkit_dpo_bwd_cuda", [&] {
-    L::dpo_bwd(a.pc.const_data_ptr<scalar_t>(), a.pr.const_data_ptr<scalar_t>(),
-               a.rc.const_data_ptr<scalar_t>(), a.rr.const_data_ptr<scalar_t>(), a.pc.numel(), a.beta,
-               a.type, a.label_smoothing, grad_losses.const_data_ptr<scalar_t>(),
-               grad_h.mutable_data_ptr<scalar_t>(), stream_of(a.pc));
-  });
+// Two elementwise ATen ops: on a GPU they are launch-bound either way.
+void dpo_bwd(const at::Tensor& grad_losses, const at::Tensor& dloss_dh, at::Tensor& grad_pos,
+             at::Tensor& grad_neg) {
+  at::mul_out(grad_pos, grad_losses, dloss_dh);
+  at::neg_out(grad_neg, grad_pos);
 }
 
 void ppo_rows(const PpoArgs& a, at::Tensor& row_sums) {

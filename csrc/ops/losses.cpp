@@ -1,4 +1,7 @@
 // dpo_loss, ppo_loss and value_loss drivers: validation, allocation, device dispatch, aggregation.
+#include <algorithm>
+#include <vector>
+
 #include "common.h"
 
 namespace alignkit {
@@ -26,7 +29,25 @@ DpoInputs dpo_inputs(const at::Tensor& pc, const at::Tensor& pr, const at::Tenso
 }
 
 // ---- PPO / value: turn per-row sums into the aggregated loss ------------------------------------
+// On CPU in plain loops over the B rows: the dozen tiny ATen ops of the generic path cost ~10 us
+// each on a small machine, more than the kernels themselves.
 at::Tensor aggregate(const at::Tensor& loss_rows, const at::Tensor& n_rows, Agg agg) {
+  if (loss_rows.is_cpu()) {
+    return AT_DISPATCH_FLOATING_TYPES(loss_rows.scalar_type(), "alignkit_aggregate", [&] {
+      const at::Tensor l = loss_rows.contiguous(), n = n_rows.contiguous();
+      const scalar_t *lp = l.const_data_ptr<scalar_t>(), *np = n.const_data_ptr<scalar_t>();
+      scalar_t total = 0, n_total = 0, rows_with_tokens = 0, per_row_mean = 0;
+      for (int64_t b = 0; b < l.numel(); ++b) {
+        total += lp[b], n_total += np[b], rows_with_tokens += np[b] > 0;
+        per_row_mean += lp[b] / std::max<scalar_t>(np[b], 1);
+      }
+      const scalar_t rows = std::max<scalar_t>(rows_with_tokens, 1);
+      const scalar_t v = agg == Agg::kSeqMeanTokenMean ? per_row_mean / rows
+                         : agg == Agg::kSeqMeanTokenSum ? total / rows
+                                                         : total / std::max<scalar_t>(n_total, 1);
+      return at::scalar_tensor(v, loss_rows.options());
+    });
+  }
   switch (agg) {
     case Agg::kSeqMeanTokenMean:
       return (loss_rows / n_rows.clamp_min(1)).sum() / n_rows.gt(0).sum().clamp_min(1).to(loss_rows.scalar_type());
@@ -38,8 +59,40 @@ at::Tensor aggregate(const at::Tensor& loss_rows, const at::Tensor& n_rows, Agg 
   }
 }
 
+// Σ over rows of cols / max(Σ n, 1): the token-mean statistics, from rows [B, C] with n in column 1.
+at::Tensor token_mean_stats(const at::Tensor& rows, int64_t first, int64_t count) {
+  if (rows.is_cpu()) {
+    return AT_DISPATCH_FLOATING_TYPES(rows.scalar_type(), "alignkit_token_mean_stats", [&] {
+      const at::Tensor r = rows.contiguous();
+      const int64_t B = r.size(0), C = r.size(1);
+      const scalar_t* p = r.const_data_ptr<scalar_t>();
+      std::vector<scalar_t> sums(count, 0);
+      scalar_t n = 0;
+      for (int64_t b = 0; b < B; ++b) {
+        n += p[b * C + 1];
+        for (int64_t k = 0; k < count; ++k) sums[k] += p[b * C + first + k];
+      }
+      at::Tensor out = at::empty({count}, rows.options());
+      for (int64_t k = 0; k < count; ++k) out.mutable_data_ptr<scalar_t>()[k] = sums[k] / std::max<scalar_t>(n, 1);
+      return out;
+    });
+  }
+  return rows.narrow(1, first, count).sum(0) / rows.select(1, 1).sum().clamp_min(1);
+}
+
 // counts [B + 2] = (valid tokens per row..., valid tokens overall, rows with a valid token).
 at::Tensor token_counts(const at::Tensor& mask, at::ScalarType acc) {
+  if (mask.is_cpu() && mask.scalar_type() == at::kByte && mask.is_contiguous()) {
+    const int64_t B = mask.size(0), T = mask.size(1);
+    const uint8_t* m = mask.const_data_ptr<uint8_t>();
+    std::vector<double> c(B + 2, 0.0);
+    for (int64_t b = 0; b < B; ++b) {
+      int64_t n = 0;
+      for (int64_t t = 0; t < T; ++t) n += m[b * T + t] != 0;
+      c[b] = double(n), c[B] += double(n), c[B + 1] += n > 0;
+    }
+    return at::tensor(c, mask.options().dtype(at::kDouble)).to(acc);
+  }
   at::Tensor per_row = mask.sum(1, false, acc);
   return at::cat({per_row, per_row.sum().view(1), per_row.gt(0).sum().to(acc).view(1)});
 }
@@ -100,32 +153,30 @@ ValueInputs value_inputs(const at::Tensor& values, const at::Tensor& old_values,
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> dpo_loss_fwd(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> dpo_loss_fwd(
     const at::Tensor& policy_chosen, const at::Tensor& policy_rejected,
     const at::Tensor& ref_chosen, const at::Tensor& ref_rejected, double beta,
     std::string_view loss_type, double label_smoothing) {
   const DpoLoss type = parse_dpo_loss(loss_type);
   const DpoInputs in = dpo_inputs(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta,
                                   label_smoothing, type);
-  at::Tensor losses = at::empty_like(in.pc), cr = at::empty_like(in.pc), rj = at::empty_like(in.pc);
+  at::Tensor losses = at::empty_like(in.pc), cr = at::empty_like(in.pc), rj = at::empty_like(in.pc),
+             dh = at::empty_like(in.pc);
   const DpoArgs a{in.pc, in.pr, in.rc, in.rr, beta, type, label_smoothing};
-  AK_DEVICE_CALL(in.pc, dpo_fwd, a, losses, cr, rj);
-  return {losses, cr, rj};
+  AK_DEVICE_CALL(in.pc, dpo_fwd, a, losses, cr, rj, dh);
+  return {losses, cr, rj, dh};
 }
 
-at::Tensor dpo_loss_bwd(const at::Tensor& grad_losses, const at::Tensor& policy_chosen,
-                        const at::Tensor& policy_rejected, const at::Tensor& ref_chosen,
-                        const at::Tensor& ref_rejected, double beta, std::string_view loss_type,
-                        double label_smoothing) {
-  const DpoLoss type = parse_dpo_loss(loss_type);
-  const DpoInputs in = dpo_inputs(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta,
-                                  label_smoothing, type);
-  AK_CHECK_SHAPE("grad_losses", grad_losses, in.pc.sizes());
-  const at::Tensor g = grad_losses.to(in.pc.scalar_type()).contiguous();
-  at::Tensor grad_h = at::empty_like(in.pc);
-  const DpoArgs a{in.pc, in.pr, in.rc, in.rr, beta, type, label_smoothing};
-  AK_DEVICE_CALL(in.pc, dpo_bwd, a, g, grad_h);
-  return grad_h;
+// The forward computed d loss / d h with the loss (the same exp serves both), so backward is one
+// multiply: (g·dh, -g·dh) = the gradients w.r.t. (policy_chosen, policy_rejected); the refs' are the
+// same two, swapped, as h = (policy_chosen - policy_rejected) - (ref_chosen - ref_rejected).
+std::tuple<at::Tensor, at::Tensor> dpo_loss_bwd(const at::Tensor& grad_losses, const at::Tensor& dloss_dh) {
+  AK_CHECK_SHAPE("grad_losses", grad_losses, dloss_dh.sizes());
+  AK_CHECK_SAME_DEVICE("grad_losses", grad_losses, dloss_dh);
+  const at::Tensor g = grad_losses.to(dloss_dh.scalar_type()).contiguous(), dh = dloss_dh.contiguous();
+  at::Tensor grad_pos = at::empty_like(dh), grad_neg = at::empty_like(dh);
+  AK_DEVICE_CALL(dh, dpo_bwd, g, dh, grad_pos, grad_neg);
+  return {grad_pos, grad_neg};
 }
 
 std::tuple<at::Tensor, at::Tensor> ppo_loss_fwd(
@@ -142,7 +193,7 @@ std::tuple<at::Tensor, at::Tensor> ppo_loss_fwd(
   AK_DEVICE_CALL(in.logp, ppo_rows, in.args(), rows);
   const at::Tensor n = rows.select(1, 1);
   const at::Tensor loss = aggregate(rows.select(1, 0), n, in.agg);
-  const at::Tensor stats = rows.narrow(1, 2, 4).sum(0) / n.sum().clamp_min(1);
+  const at::Tensor stats = token_mean_stats(rows, 2, 4);
   return {loss.to(logprobs.scalar_type()), stats.to(logprobs.scalar_type())};
 }
 
@@ -173,7 +224,7 @@ std::tuple<at::Tensor, at::Tensor> value_loss_fwd(const at::Tensor& values,
   AK_DEVICE_CALL(in.values, value_rows, in.args(), rows);
   const at::Tensor n = rows.select(1, 1);
   const at::Tensor loss = aggregate(rows.select(1, 0), n, in.agg);
-  const at::Tensor clipfrac = rows.select(1, 2).sum() / n.sum().clamp_min(1);
+  const at::Tensor clipfrac = token_mean_stats(rows, 2, 1).squeeze(0);
   return {loss.to(values.scalar_type()), clipfrac.to(values.scalar_type())};
 }
 

@@ -57,11 +57,7 @@ void grad_tile(const GradTile<scalar_t>& a, cudaStream_t stream);
 template <typename scalar_t>
 void dpo_fwd(const scalar_t* pc, const scalar_t* pr, const scalar_t* rc, const scalar_t* rr, int64_t B,
              double beta, DpoLoss type, double eps, scalar_t* losses, scalar_t* chosen_rewards,
-             scalar_t* rejected_rewards, cudaStream_t stream);
-template <typename scalar_t>
-void dpo_bwd(const scalar_t* pc, const scalar_t* pr, const scalar_t* rc, const scalar_t* rr, int64_t B,
-             double beta, DpoLoss type, double eps, const scalar_t* grad_losses, scalar_t* grad_h,
-             cudaStream_t stream);
+             scalar_t* rejected_rewards, scalar_t* dloss_dh, cudaStream_t stream);
 
 // PPO/value: [B, T] contiguous; mask uint8; ref/ent may be null. row_sums as in ops.h.
 template <typename scalar_t>

@@ -57,55 +57,88 @@ AK_HD acc_t logit_grad(acc_t z, acc_t lse, acc_t ent, acc_t g, acc_t g_ent, acc_
 }
 
 // ---------------------------------------------------------------------------------------------
+// Number types of the loss formulas. Every formula below is written once, branch-free, over a type
+// T with the operations of Ops<T>: the primary template serves scalars (CUDA threads, the CPU's
+// double / half / bfloat16 loops) and csrc/cpu/vec_math.h specialises it for
+// at::vec::Vectorized<float>, so the CPU kernels run these very formulas on 8 lanes at a time.
+// Comparisons give Ops<T>::Mask (bool for scalars, a lane mask for vectors); `&` combines masks.
+// ---------------------------------------------------------------------------------------------
+template <typename T>
+struct Ops {
+#ifdef __CUDA_ARCH__
+  static AK_HD T exp(T x) { return ::exp(x); }
+  static AK_HD T log1p_unit(T x) { return ::log1p(x); }  // log(1 + x), called for x in [0, 1] only
+#else
+  static AK_HD T exp(T x) { return std::exp(x); }  // std:: picks the float overload for float
+  static AK_HD T log1p_unit(T x) { return std::log1p(x); }
+#endif
+  static AK_HD T select(bool c, T a, T b) { return c ? a : b; }  // c ? a : b, lane by lane
+};
+
+// ---------------------------------------------------------------------------------------------
 // Elementwise helpers with PyTorch's gradient conventions
 // ---------------------------------------------------------------------------------------------
 // Weight of `a` in d max(a, b): 1, 0.5 on ties (as torch.maximum), 0.
-template <typename acc_t>
-AK_HD acc_t max_weight(acc_t a, acc_t b) {
-  return a > b ? acc_t(1) : (a == b ? acc_t(0.5) : acc_t(0));
+template <typename T>
+AK_HD T max_weight(T a, T b) {
+  using O = Ops<T>;
+  return O::select(a > b, T(1), O::select(a == b, T(0.5), T(0)));
 }
 
-// log σ(x), stable for large |x|.
-template <typename acc_t>
-AK_HD acc_t log_sigmoid(acc_t x) {
-  return (x < acc_t(0) ? x : acc_t(0)) - ::log1p(::exp(-(x < acc_t(0) ? -x : x)));
-}
-template <typename acc_t>
-AK_HD acc_t sigmoid(acc_t x) {
-  return x >= acc_t(0) ? acc_t(1) / (acc_t(1) + ::exp(-x)) : ::exp(x) / (acc_t(1) + ::exp(x));
+// σ(x), σ(-x), log σ(x) and log σ(-x) from one exp and one log1p, stable for large |x|.
+template <typename T>
+struct SigmoidTerms {
+  T sig_pos, sig_neg, logsig_pos, logsig_neg;
+};
+
+template <typename T>
+AK_HD SigmoidTerms<T> sigmoid_terms(T x) {
+  using O = Ops<T>;
+  const auto pos = x >= T(0);
+  const T e = O::exp(O::select(pos, T(0) - x, x));  // exp(-|x|) in (0, 1]
+  const T r = T(1) / (T(1) + e), l = O::log1p_unit(e);
+  return {O::select(pos, r, e * r), O::select(pos, e * r, r),
+          O::select(pos, T(0), x) - l,        // min(x, 0) - log(1 + e^-|x|)
+          O::select(pos, T(0) - x, T(0)) - l};  // min(-x, 0) - log(1 + e^-|x|)
 }
 
 // ---------------------------------------------------------------------------------------------
-// DPO (algorithms.md): loss and d loss / d h for h = (pc - pr) - (rc - rr)
+// DPO (algorithms.md): loss and d loss / d h for h = (pc - pr) - (rc - rr), x = beta·h
 // ---------------------------------------------------------------------------------------------
 enum class DpoLoss : int64_t { kSigmoid = 0, kHinge = 1, kIpo = 2, kRobust = 3 };
 
-template <typename acc_t>
+template <typename T>
 struct LossGrad {
-  acc_t loss, grad;
+  T loss, grad;
 };
 
-template <typename acc_t>
-AK_HD LossGrad<acc_t> dpo_loss_grad(acc_t h, acc_t beta, DpoLoss type, acc_t eps) {
-  const acc_t bh = beta * h;
+// Loss and gradient together: the forward keeps the gradient for backward (one exp serves both).
+template <typename T>
+AK_HD LossGrad<T> dpo_loss_grad(T h, T beta, DpoLoss type, T eps) {
+  using O = Ops<T>;
+  const T bh = beta * h;
   switch (type) {
     case DpoLoss::kHinge: {
-      const acc_t l = acc_t(1) - bh;
-      return {l > acc_t(0) ? l : acc_t(0), l > acc_t(0) ? -beta : acc_t(0)};
+      const T l = T(1) - bh;
+      const auto active = l > T(0);
+      return {O::select(active, l, T(0)), O::select(active, T(0) - beta, T(0))};
     }
     case DpoLoss::kIpo: {
-      const acc_t d = h - acc_t(1) / (acc_t(2) * beta);
-      return {d * d, acc_t(2) * d};
+      const T d = h - T(1) / (T(2) * beta);
+      return {d * d, T(2) * d};
     }
     case DpoLoss::kRobust: {
-      const acc_t k = acc_t(1) / (acc_t(1) - acc_t(2) * eps);
-      return {(-(acc_t(1) - eps) * log_sigmoid(bh) + eps * log_sigmoid(-bh)) * k,
-              (-(acc_t(1) - eps) * beta * sigmoid(-bh) - eps * beta * sigmoid(bh)) * k};
+      const T k = T(1) / (T(1) - T(2) * eps);
+      const SigmoidTerms<T> s = sigmoid_terms(bh);
+      return {((T(0) - (T(1) - eps)) * s.logsig_pos + eps * s.logsig_neg) * k,
+              ((T(0) - (T(1) - eps)) * beta * s.sig_neg - eps * beta * s.sig_pos) * k};
     }
     case DpoLoss::kSigmoid:
-    default:
-      return {-(acc_t(1) - eps) * log_sigmoid(bh) - eps * log_sigmoid(-bh),
-              -(acc_t(1) - eps) * beta * sigmoid(-bh) + eps * beta * sigmoid(bh)};
+    default: {
+      const SigmoidTerms<T> s = sigmoid_terms(bh);
+      return {(T(0) - (T(1) - eps)) * s.logsig_pos - eps * s.logsig_neg,
+              (T(0) - (T(1) - eps)) * beta * s.sig_neg + eps * beta * s.sig_pos};
+    }
   }
 }
 
@@ -123,63 +156,65 @@ struct PpoParams {
   bool has_ref, has_entropy;
 };
 
-template <typename acc_t>
+template <typename T>
 struct PpoToken {
-  acc_t loss;     // pg + kl_coef · kl  (the entropy term is added by the caller)
-  acc_t grad;     // d loss / d logp
-  acc_t clipped;  // 1 when the clipped branch is strictly larger
-  acc_t kl;
+  T loss;     // pg + kl_coef · kl  (the entropy term is added by the caller)
+  T grad;     // d loss / d logp
+  T clipped;  // 1 when the clipped branch is strictly larger
+  T kl;
 };
 
-template <typename acc_t>
-AK_HD PpoToken<acc_t> ppo_token(acc_t logp, acc_t old_logp, acc_t adv, acc_t ref_logp,
-                                const PpoParams& p) {
-  const acc_t ratio = ::exp(logp - old_logp);
-  const acc_t lo = acc_t(1) - acc_t(p.clip_low), hi = acc_t(1) + acc_t(p.clip_high);
-  const acc_t clipped_ratio = ratio < lo ? lo : (ratio > hi ? hi : ratio);
-  const acc_t pg1 = -adv * ratio, pg2 = -adv * clipped_ratio;
+template <typename T>
+AK_HD PpoToken<T> ppo_token(T logp, T old_logp, T adv, T ref_logp, const PpoParams& p) {
+  using O = Ops<T>;
+  const T ratio = O::exp(logp - old_logp);
+  const T lo = T(1 - p.clip_low), hi = T(1 + p.clip_high);
+  const T clipped_ratio = O::select(ratio < lo, lo, O::select(ratio > hi, hi, ratio));
+  const T pg1 = (T(0) - adv) * ratio, pg2 = (T(0) - adv) * clipped_ratio;
   // d pg / d logp through max(pg1, pg2); clamp passes the gradient on [lo, hi] like torch.clamp.
-  const acc_t in_range = (ratio >= lo && ratio <= hi) ? acc_t(1) : acc_t(0);
-  acc_t pg = pg1 > pg2 ? pg1 : pg2;
-  acc_t dpg = max_weight(pg1, pg2) * pg1 + max_weight(pg2, pg1) * pg1 * in_range;  // d(-A·r)/dlogp = -A·r
-  if (p.dual_clip > 0 && adv < acc_t(0)) {
-    const acc_t pg3 = -acc_t(p.dual_clip) * adv;
-    dpg *= max_weight(pg3, pg);  // weight of pg in min(pg, pg3) = weight of pg3 in max(pg3, pg)
-    pg = pg < pg3 ? pg : pg3;
+  const T in_range = O::select((ratio >= lo) & (ratio <= hi), T(1), T(0));
+  T pg = O::select(pg1 > pg2, pg1, pg2);
+  T dpg = max_weight(pg1, pg2) * pg1 + max_weight(pg2, pg1) * pg1 * in_range;  // d(-A·r)/dlogp = -A·r
+  if (p.dual_clip > 0) {
+    const auto neg = adv < T(0);
+    const T pg3 = T(0) - T(p.dual_clip) * adv;
+    // weight of pg in min(pg, pg3) = weight of pg3 in max(pg3, pg)
+    dpg = O::select(neg, dpg * max_weight(pg3, pg), dpg);
+    pg = O::select(neg, O::select(pg < pg3, pg, pg3), pg);
   }
-  acc_t kl = 0, dkl = 0;
+  T kl = T(0), dkl = T(0);
   if (p.has_ref) {
-    const acc_t d = ref_logp - logp;
+    const T d = ref_logp - logp;
     if (p.kl_estimator == KlEstimator::kK1) {
-      kl = -d;
-      dkl = 1;
+      kl = T(0) - d;
+      dkl = T(1);
     } else {
-      const acc_t e = ::exp(d);
-      kl = e - d - acc_t(1);
-      dkl = acc_t(1) - e;
+      const T e = O::exp(d);
+      kl = e - d - T(1);
+      dkl = T(1) - e;
     }
   }
-  return {pg + acc_t(p.kl_coef) * kl, dpg + acc_t(p.kl_coef) * dkl, pg2 > pg1 ? acc_t(1) : acc_t(0),
-          kl};
+  return {pg + T(p.kl_coef) * kl, dpg + T(p.kl_coef) * dkl, O::select(pg2 > pg1, T(1), T(0)), kl};
 }
 
 // Clipped value loss 0.5·max((V-R)^2, (clip(V, Vold-ε, Vold+ε) - R)^2); clip_eps < 0 disables.
-template <typename acc_t>
+template <typename T>
 struct ValueToken {
-  acc_t loss, grad, clipped;
+  T loss, grad, clipped;
 };
 
-template <typename acc_t>
-AK_HD ValueToken<acc_t> value_token(acc_t v, acc_t v_old, acc_t ret, acc_t clip_eps) {
-  const acc_t d1 = v - ret, l1 = d1 * d1;
-  if (clip_eps < acc_t(0)) return {acc_t(0.5) * l1, d1, acc_t(0)};
-  const acc_t lo = v_old - clip_eps, hi = v_old + clip_eps;
-  const acc_t vc = v < lo ? lo : (v > hi ? hi : v);
-  const acc_t d2 = vc - ret, l2 = d2 * d2;
-  const acc_t in_range = (v >= lo && v <= hi) ? acc_t(1) : acc_t(0);
-  return {acc_t(0.5) * (l1 > l2 ? l1 : l2),
+template <typename T>
+AK_HD ValueToken<T> value_token(T v, T v_old, T ret, double clip_eps) {
+  using O = Ops<T>;
+  const T d1 = v - ret, l1 = d1 * d1;
+  if (clip_eps < 0) return {T(0.5) * l1, d1, T(0)};
+  const T lo = v_old - T(clip_eps), hi = v_old + T(clip_eps);
+  const T vc = O::select(v < lo, lo, O::select(v > hi, hi, v));
+  const T d2 = vc - ret, l2 = d2 * d2;
+  const T in_range = O::select((v >= lo) & (v <= hi), T(1), T(0));
+  return {T(0.5) * O::select(l1 > l2, l1, l2),
           max_weight(l1, l2) * d1 + max_weight(l2, l1) * d2 * in_range,
-          l2 > l1 ? acc_t(1) : acc_t(0)};
+          O::select(l2 > l1, T(1), T(0))};
 }
 
 // Per-token weight of d loss / d x_t for an aggregation (see alignkit.ops.reference.masked_agg):

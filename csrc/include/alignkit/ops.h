@@ -38,14 +38,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs_bwd(
     const at::Tensor& labels, const at::Tensor& lse, const at::Tensor& entropy, const at::Tensor& cache,
     int64_t ignore_index, double temperature, bool needs_hidden, bool needs_weight, bool needs_bias);
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> dpo_loss_fwd(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> dpo_loss_fwd(
     const at::Tensor& policy_chosen, const at::Tensor& policy_rejected,
     const at::Tensor& ref_chosen, const at::Tensor& ref_rejected, double beta,
     std::string_view loss_type, double label_smoothing);
-at::Tensor dpo_loss_bwd(const at::Tensor& grad_losses, const at::Tensor& policy_chosen,
-                        const at::Tensor& policy_rejected, const at::Tensor& ref_chosen,
-                        const at::Tensor& ref_rejected, double beta, std::string_view loss_type,
-                        double label_smoothing);
+std::tuple<at::Tensor, at::Tensor> dpo_loss_bwd(const at::Tensor& grad_losses, const at::Tensor& dloss_dh);
 
 std::tuple<at::Tensor, at::Tensor> ppo_loss_fwd(
     const at::Tensor& logprobs, const at::Tensor& old_logprobs, const at::Tensor& advantages,
@@ -139,8 +136,9 @@ struct ValueArgs {
   void lse_tile(const LseTileArgs& a);                                                            \
   void grad_tile(const GradTileArgs& a);                                                          \
   void dpo_fwd(const DpoArgs& a, at::Tensor& losses, at::Tensor& chosen_rewards,                  \
-               at::Tensor& rejected_rewards);                                                     \
-  void dpo_bwd(const DpoArgs& a, const at::Tensor& grad_losses, at::Tensor& grad_h);              \
+               at::Tensor& rejected_rewards, at::Tensor& dloss_dh);                               \
+  void dpo_bwd(const at::Tensor& grad_losses, const at::Tensor& dloss_dh, at::Tensor& grad_pos,     \
+               at::Tensor& grad_neg);                                                             \
   void ppo_rows(const PpoArgs& a, at::Tensor& row_sums);                                          \
   void ppo_bwd(const PpoArgs& a, Agg agg, const at::Tensor& grad_loss, const at::Tensor& counts,  \
                at::Tensor& grad_logp, at::Tensor& grad_entropy);                                  \
