@@ -56,8 +56,17 @@ __global__ void lse_tile_kernel(LseTile<scalar_t> lt) {
   const int64_t lead = (16 - reinterpret_cast<uintptr_t>(row) % 16) % 16 / sizeof(scalar_t);
   const int64_t head = lead < a.n ? lead : a.n;
   const int64_t chunks = (a.n - head) / kVec, body_end = head + chunks * kVec;
-  for (int64_t c = threadIdx.x; c < chunks; c += blockDim.x) {
-    const Chunk16<scalar_t> v = reinterpret_cast<const Chunk16<scalar_t>*>(row + head)[c];
+  const Chunk16<scalar_t>* body = reinterpret_cast<const Chunk16<scalar_t>*>(row + head);
+  int64_t c = threadIdx.x;
+  for (; c + blockDim.x < chunks; c += 2 * blockDim.x) {  // two loads in flight per thread
+    const Chunk16<scalar_t> v0 = body[c], v1 = body[c + blockDim.x];
+    acc z[2 * kVec];
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) z[k] = acc(v0.x[k]) * a.inv_temp, z[kVec + k] = acc(v1.x[k]) * a.inv_temp;
+    lse_push<acc, 2 * kVec, kEntropy>(st, z);
+  }
+  if (c < chunks) {
+    const Chunk16<scalar_t> v = body[c];
     acc z[kVec];
 #pragma unroll
     for (int k = 0; k < kVec; ++k) z[k] = acc(v.x[k]) * a.inv_temp;
