@@ -170,6 +170,29 @@ def test_ppo_validation(kernels):
         kernels.ppo_loss(lp.long(), old, adv, mask)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_masked_positions_do_not_leak(kernels, device, dtype):
+    """Garbage (NaN, inf) at masked positions changes nothing: the vectorised kernels select, they do
+    not multiply by the mask (NaN · 0 = NaN). T = 19 leaves a partial vector step at each row's end."""
+    lp, old, adv, mask, ref, ent = (t.to(dtype) if t.is_floating_point() else t
+                                    for t in _ppo_inputs(4, 19, torch.float64, device))
+    dirty = [t.masked_fill(~mask, float("nan")) for t in (lp, old, adv, ref, ent)]
+    dirty[1] = dirty[1].masked_fill(~mask & (torch.arange(19, device=device) % 2 == 0), float("inf"))
+    outs = []
+    for x_lp, x_old, x_adv, x_ref, x_ent in ((lp, old, adv, ref, ent), dirty):
+        x_lp, x_ent = x_lp.clone().requires_grad_(), x_ent.clone().requires_grad_()
+        loss, stats = kernels.ppo_loss(x_lp, x_old, x_adv, mask, ref_logprobs=x_ref, kl_coef=0.1,
+                                       kl_estimator="k3", entropy=x_ent, entropy_coef=0.01, dual_clip=3.0)
+        v = x_lp.detach().clone().requires_grad_()
+        vloss, vstats = kernels.value_loss(v, x_old, x_adv, mask, clip_eps=0.2)
+        (loss + vloss).backward()
+        outs.append([loss, *stats.values(), vloss, vstats["clipfrac"], x_lp.grad, x_ent.grad, v.grad])
+    for clean, garbage in zip(*outs):
+        assert torch.isfinite(garbage).all()
+        torch.testing.assert_close(garbage, clean, rtol=0, atol=0)
+
+
 # -------------------------------------------------------------------------------------------- value
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("clip_eps", [0.2, None])
