@@ -9,10 +9,11 @@ background load hits them alike; the table shows the median and the p20/p80 of t
 the speed-up of the median over the eager baseline. Peers (TRL's ``selective_log_softmax`` and
 ``ChunkedLogProbFunction``, Liger) are included when importable and skipped otherwise.
 
-Peak memory is measured honestly, per implementation, in a fresh subprocess: on CPU it builds the
+Peak memory is measured honestly, per implementation: on CPU in a fresh subprocess that builds the
 inputs, resets the kernel's peak-RSS counter (``/proc/self/clear_refs``), runs the case once and
 reports ``VmHWM - VmRSS before`` (every byte the call touched: outputs, saved tensors, gradients,
-workspaces); on CUDA it uses the caching allocator's peak counter the same way.
+workspaces); on CUDA in process, from the caching allocator's peak counter around one more call.
+With ``--device cuda`` the logprobs and fused cases use a Llama-3 vocabulary (V = 128256) in bf16.
 """
 from __future__ import annotations
 
@@ -274,14 +275,9 @@ def measure_memory_here(op: str, impl: str, device: str, quick: bool) -> int:
     case = next(c for c in cases(device, quick) if _case_id(c) == op)
     inputs = case.build(device)
     run = case.impls[impl](inputs)
-    gc.collect()
     if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        run()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - base
+        return cuda_memory(run)
+    gc.collect()
     # Linux: writing 5 to clear_refs resets the peak RSS (VmHWM) to the current RSS, so the peak
     # read afterwards belongs to this call alone (imports and input creation are excluded).
     with open("/proc/self/clear_refs", "w") as f:
@@ -295,7 +291,7 @@ def _case_id(case: Case) -> str:
     return f"{case.op}|{case.shape}|{case.dtype}"
 
 
-def cuda_memory(case: Case, run: Callable[[], None]) -> int:
+def cuda_memory(run: Callable[[], None]) -> int:
     """Peak extra bytes of one call, from the caching allocator's own counters (in process: they count
     this process's allocations only; workspaces cuBLAS keeps from the warm-up are not counted)."""
     gc.collect()
@@ -334,7 +330,7 @@ def run_benchmarks(ops_: list[str], device: str, quick: bool, memory: bool = Tru
             med = statistics.median(ts)
             mem = None
             if memory:
-                mem = cuda_memory(case, runs[impl]) if device == "cuda" else memory_case(case, impl, device, quick)
+                mem = cuda_memory(runs[impl]) if device == "cuda" else memory_case(case, impl, device, quick)
             row = {"op": case.op, "shape": case.shape, "dtype": case.dtype, "mode": case.mode,
                    "impl": impl, "median_s": med, "p20_s": _pct(ts, 0.2), "p80_s": _pct(ts, 0.8),
                    "n": len(ts), "peak_extra_mb": None if mem is None else mem / 2 ** 20,

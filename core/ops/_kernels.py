@@ -201,9 +201,11 @@ def fused_linear_logprobs(hidden, weight, labels, *, bias=None, ignore_index=-10
 
 def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, *, beta=0.1, loss_type="sigmoid",
              label_smoothing=0.0):
-    losses, chosen, rejected, _ = _ops.dpo_loss_fwd(policy_chosen, policy_rejected, ref_chosen, ref_rejected,
-                                                    float(beta), loss_type, float(label_smoothing))
-    return losses, chosen.detach(), rejected.detach()
+    # the rewards come back detached: the C++ autograd marks them non-differentiable
+    losses, chosen, rejected, _ = _ops.dpo_loss_fwd.default(policy_chosen, policy_rejected, ref_chosen,
+                                                            ref_rejected, float(beta), loss_type,
+                                                            float(label_smoothing))
+    return losses, chosen, rejected
 
 
 _PPO_STATS = ("clipfrac", "approx_kl", "kl", "entropy")
