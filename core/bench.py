@@ -245,10 +245,16 @@ def time_case(case: Case, device: str, quick: bool):
     """Per-call wall times (s) of every implementation, interleaved round by round, and the runs."""
     inputs = case.build(device)
     runs = {name: make(inputs) for name, make in case.impls.items()}
-    for run in runs.values():  # warm-up (first-call allocations, thread pools, caches)
-        run()
-    _sync(device)
-    budget, min_rounds, max_rounds = (0.3, 2, 20) if quick else (2.0, 3, 30)
+    # warm-up (first-call allocations, thread pools, caches): one round, more while under 0.5 s
+    start = time.perf_counter()
+    for warm in range(10):
+        for run in runs.values():
+            run()
+        _sync(device)
+        if time.perf_counter() - start > 0.5:
+            break
+    # fast cases get up to 200 rounds within the budget, so their medians are stable to a few percent
+    budget, min_rounds, max_rounds = (0.3, 2, 20) if quick else (2.0, 3, 200)
     times: dict[str, list[float]] = {name: [] for name in runs}
     start = time.perf_counter()
     while True:
