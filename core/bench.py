@@ -133,7 +133,6 @@ def _fused_case(N, H, V, dtype, device, peers) -> Case:
 
 def cases(device: str, quick: bool) -> list[Case]:
     """The benchmark cases; shapes are the kernels.md targets (smaller with ``quick``)."""
-    import alignkit.ops as ops
     from alignkit.ops import _kernels as K
     from alignkit.ops import reference as R
 
@@ -229,7 +228,6 @@ def cases(device: str, quick: bool) -> list[Case]:
                     {"alignkit kernel": value_impl(K), "eager composition": value_impl(R)}, "eager composition"))
     for i, c in enumerate(out):
         c.key = f"{i}"
-    del ops
     return out
 
 

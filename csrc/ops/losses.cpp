@@ -29,25 +29,29 @@ DpoInputs dpo_inputs(const at::Tensor& pc, const at::Tensor& pr, const at::Tenso
 }
 
 // ---- PPO / value: turn per-row sums into the aggregated loss ------------------------------------
-// On CPU in plain loops over the B rows: the dozen tiny ATen ops of the generic path cost ~10 us
-// each on a small machine, more than the kernels themselves.
-at::Tensor aggregate(const at::Tensor& loss_rows, const at::Tensor& n_rows, Agg agg) {
-  if (loss_rows.is_cpu()) {
-    return AT_DISPATCH_FLOATING_TYPES(loss_rows.scalar_type(), "alignkit_aggregate", [&] {
-      const at::Tensor l = loss_rows.contiguous(), n = n_rows.contiguous();
-      const scalar_t *lp = l.const_data_ptr<scalar_t>(), *np = n.const_data_ptr<scalar_t>();
+// Both take the kernels' row sums [B, C] (column 0: the row's summed loss, column 1: its valid
+// tokens n). On CPU in plain loops over the B rows: the dozen tiny ATen ops of the generic path
+// cost ~10 us each on a small machine, more than the kernels themselves.
+at::Tensor aggregate(const at::Tensor& rows, Agg agg) {
+  if (rows.is_cpu()) {
+    return AT_DISPATCH_FLOATING_TYPES(rows.scalar_type(), "alignkit_aggregate", [&] {
+      const at::Tensor r = rows.contiguous();
+      const int64_t B = r.size(0), C = r.size(1);
+      const scalar_t* p = r.const_data_ptr<scalar_t>();
       scalar_t total = 0, n_total = 0, rows_with_tokens = 0, per_row_mean = 0;
-      for (int64_t b = 0; b < l.numel(); ++b) {
-        total += lp[b], n_total += np[b], rows_with_tokens += np[b] > 0;
-        per_row_mean += lp[b] / std::max<scalar_t>(np[b], 1);
+      for (int64_t b = 0; b < B; ++b) {
+        const scalar_t loss = p[b * C], n = p[b * C + 1];
+        total += loss, n_total += n, rows_with_tokens += n > 0;
+        per_row_mean += loss / std::max<scalar_t>(n, 1);
       }
-      const scalar_t rows = std::max<scalar_t>(rows_with_tokens, 1);
-      const scalar_t v = agg == Agg::kSeqMeanTokenMean ? per_row_mean / rows
-                         : agg == Agg::kSeqMeanTokenSum ? total / rows
+      const scalar_t seqs = std::max<scalar_t>(rows_with_tokens, 1);
+      const scalar_t v = agg == Agg::kSeqMeanTokenMean ? per_row_mean / seqs
+                         : agg == Agg::kSeqMeanTokenSum ? total / seqs
                                                          : total / std::max<scalar_t>(n_total, 1);
-      return at::scalar_tensor(v, loss_rows.options());
+      return at::scalar_tensor(v, rows.options());
     });
   }
+  const at::Tensor loss_rows = rows.select(1, 0), n_rows = rows.select(1, 1);
   switch (agg) {
     case Agg::kSeqMeanTokenMean:
       return (loss_rows / n_rows.clamp_min(1)).sum() / n_rows.gt(0).sum().clamp_min(1).to(loss_rows.scalar_type());
@@ -59,7 +63,7 @@ at::Tensor aggregate(const at::Tensor& loss_rows, const at::Tensor& n_rows, Agg 
   }
 }
 
-// Σ over rows of cols / max(Σ n, 1): the token-mean statistics, from rows [B, C] with n in column 1.
+// Σ over rows of columns [first, first + count) / max(Σ n, 1): the token-mean statistics.
 at::Tensor token_mean_stats(const at::Tensor& rows, int64_t first, int64_t count) {
   if (rows.is_cpu()) {
     return AT_DISPATCH_FLOATING_TYPES(rows.scalar_type(), "alignkit_token_mean_stats", [&] {
@@ -191,8 +195,7 @@ std::tuple<at::Tensor, at::Tensor> ppo_loss_fwd(
   const auto acc = acc_dtype(in.logp.scalar_type());
   at::Tensor rows = at::empty({in.logp.size(0), 6}, in.logp.options().dtype(acc));
   AK_DEVICE_CALL(in.logp, ppo_rows, in.args(), rows);
-  const at::Tensor n = rows.select(1, 1);
-  const at::Tensor loss = aggregate(rows.select(1, 0), n, in.agg);
+  const at::Tensor loss = aggregate(rows, in.agg);
   const at::Tensor stats = token_mean_stats(rows, 2, 4);
   return {loss.to(logprobs.scalar_type()), stats.to(logprobs.scalar_type())};
 }
@@ -222,8 +225,7 @@ std::tuple<at::Tensor, at::Tensor> value_loss_fwd(const at::Tensor& values,
   const auto acc = acc_dtype(in.values.scalar_type());
   at::Tensor rows = at::empty({in.values.size(0), 3}, in.values.options().dtype(acc));
   AK_DEVICE_CALL(in.values, value_rows, in.args(), rows);
-  const at::Tensor n = rows.select(1, 1);
-  const at::Tensor loss = aggregate(rows.select(1, 0), n, in.agg);
+  const at::Tensor loss = aggregate(rows, in.agg);
   const at::Tensor clipfrac = token_mean_stats(rows, 2, 1).squeeze(0);
   return {loss.to(values.scalar_type()), clipfrac.to(values.scalar_type())};
 }

@@ -59,9 +59,9 @@ AK_HD acc_t logit_grad(acc_t z, acc_t lse, acc_t ent, acc_t g, acc_t g_ent, acc_
 // ---------------------------------------------------------------------------------------------
 // Number types of the loss formulas. Every formula below is written once, branch-free, over a type
 // T with the operations of Ops<T>: the primary template serves scalars (CUDA threads, the CPU's
-// double / half / bfloat16 loops) and csrc/cpu/vec_math.h specialises it for
+// double / half / bfloat16 loops) and csrc/cpu/lanes.h specialises it for
 // at::vec::Vectorized<float>, so the CPU kernels run these very formulas on 8 lanes at a time.
-// Comparisons give Ops<T>::Mask (bool for scalars, a lane mask for vectors); `&` combines masks.
+// Comparisons give a bool for scalars and a lane mask for vectors; `&` combines either.
 // ---------------------------------------------------------------------------------------------
 template <typename T>
 struct Ops {
