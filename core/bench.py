@@ -2,7 +2,7 @@
 
 Usage: ``alignkit bench [op ...] [--device cpu|cuda] [--json PATH] [--plot PATH] [--quick]``
 (also ``python -m alignkit.bench``). Ops: logprobs, fused_linear_logprobs, gae, dpo_loss, ppo_loss,
-value_loss (default: all).
+value_loss, masked_whiten (default: all).
 
 Every case runs each implementation side by side in the same process, interleaved round by round so
 background load hits them alike; the table shows the median and the p20/p80 of the per-call times and
@@ -32,7 +32,7 @@ from typing import Callable
 
 import torch
 
-OPS = ("logprobs", "fused_linear_logprobs", "gae", "dpo_loss", "ppo_loss", "value_loss")
+OPS = ("logprobs", "fused_linear_logprobs", "gae", "dpo_loss", "ppo_loss", "value_loss", "masked_whiten")
 
 
 @dataclass
@@ -232,6 +232,17 @@ def cases(device: str, quick: bool) -> list[Case]:
     out.append(Case("value_loss", f"B={B} T={T}", "float32", "fwd+bwd", ppo_inputs,
                     {"alignkit kernel": value_impl(K), "eager composition": value_impl(R)}, "eager composition"))
 
+    # masked_whiten forward + backward on the PPO shapes (advantages are whitened every PPO step)
+    def whiten_impl(mod):
+        def make(d):
+            def run():
+                (x,) = _backward(d["lp"])
+                mod.masked_whiten(x, d["m"]).backward(d["adv"])
+            return run
+        return make
+
+    out.append(Case("masked_whiten", f"B={B} T={T}", "float32", "fwd+bwd", ppo_inputs,
+                    {"alignkit kernel": whiten_impl(K), "eager composition": whiten_impl(R)}, "eager composition"))
     for i, c in enumerate(out):
         c.key = f"{i}"
     return out

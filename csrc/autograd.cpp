@@ -1,5 +1,5 @@
-// C++ autograd for the small loss ops (dpo_loss_fwd, ppo_loss_fwd, value_loss_fwd). The other ops'
-// formulas are registered from Python (alignkit/ops/_kernels.py), whose torch.library autograd
+// C++ autograd for the small ops (dpo_loss_fwd, ppo_loss_fwd, value_loss_fwd, masked_whiten_fwd).
+// The other ops' formulas are registered from Python (alignkit/ops/_kernels.py), whose torch.library autograd
 // wrapper costs ~0.2 ms per call on the 2-core dev box: more than these kernels take at B·T = 64k.
 // Here forward and backward cost a dispatcher call each.
 #include <torch/csrc/autograd/custom_function.h>
@@ -125,6 +125,32 @@ class ValueLossFunction : public torch::autograd::Function<ValueLossFunction> {
   }
 };
 
+class MaskedWhitenFunction : public torch::autograd::Function<MaskedWhitenFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& mask) {
+    static auto fwd = c10::Dispatcher::singleton()
+                          .findSchemaOrThrow("alignkit::masked_whiten_fwd", "")
+                          .typed<decltype(masked_whiten_fwd)>();
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    auto [y, stats] = fwd.call(x, mask);
+    ctx->save_for_backward({x, mask, stats});
+    ctx->mark_non_differentiable({stats});
+    ctx->set_materialize_grads(false);
+    return {y, stats};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    variable_list out(2);  // x, mask
+    if (!grads[0].defined()) return out;
+    static auto bwd = c10::Dispatcher::singleton()
+                          .findSchemaOrThrow("alignkit::masked_whiten_bwd", "")
+                          .typed<decltype(masked_whiten_bwd)>();
+    const variable_list t = ctx->get_saved_variables();
+    out[0] = bwd.call(grads[0], t[0], t[1], t[2]);
+    return out;
+  }
+};
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> dpo_loss_fwd_autograd(
     const at::Tensor& policy_chosen, const at::Tensor& policy_rejected, const at::Tensor& ref_chosen,
     const at::Tensor& ref_rejected, double beta, std::string_view loss_type, double label_smoothing) {
@@ -151,6 +177,11 @@ std::tuple<at::Tensor, at::Tensor> value_loss_fwd_autograd(const at::Tensor& val
   return {out[0], out[1]};
 }
 
+std::tuple<at::Tensor, at::Tensor> masked_whiten_fwd_autograd(const at::Tensor& x, const at::Tensor& mask) {
+  const variable_list out = MaskedWhitenFunction::apply(x, mask);
+  return {out[0], out[1]};
+}
+
 }  // namespace
 }  // namespace alignkit
 
@@ -158,4 +189,5 @@ TORCH_LIBRARY_IMPL(alignkit, Autograd, m) {
   m.impl("dpo_loss_fwd", &alignkit::dpo_loss_fwd_autograd);
   m.impl("ppo_loss_fwd", &alignkit::ppo_loss_fwd_autograd);
   m.impl("value_loss_fwd", &alignkit::value_loss_fwd_autograd);
+  m.impl("masked_whiten_fwd", &alignkit::masked_whiten_fwd_autograd);
 }

@@ -145,21 +145,8 @@ torch.library.register_autograd("alignkit::fused_linear_logprobs_fwd", _backward
                                 setup_context=_setup_fused)
 
 
-# dpo_loss_fwd, ppo_loss_fwd and value_loss_fwd: autograd in C++ (csrc/autograd.cpp), as this
-# wrapper's cost per call would exceed their kernels'.
-
-
-def _setup_whiten(ctx, inputs, output):
-    x, mask = inputs
-    ctx.save_for_backward(x, mask, output[1])
-
-
-def _backward_whiten(ctx, g_y, g_stats):
-    return _ops.masked_whiten_bwd(g_y, *ctx.saved_tensors), None
-
-
-torch.library.register_autograd("alignkit::masked_whiten_fwd", _backward_whiten,
-                                setup_context=_setup_whiten)
+# dpo_loss_fwd, ppo_loss_fwd, value_loss_fwd and masked_whiten_fwd: autograd in C++
+# (csrc/autograd.cpp), as this wrapper's cost per call would exceed their kernels'.
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 // ATen-facing side of the CUDA kernels: dtype dispatch, current stream, tensors → raw pointers.
 // Compiled by the host compiler (only in CUDA builds); the kernels live in csrc/cuda/*.cu.
 #include <ATen/Dispatch.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/mul.h>
 #include <ATen/ops/neg.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -130,6 +131,29 @@ void gae(const at::Tensor& rewards, const at::Tensor& values, const at::Tensor& 
            mask.const_data_ptr<uint8_t>(), rewards.size(0), rewards.size(1), gamma, lam,
            advantages.mutable_data_ptr<scalar_t>(), returns.mutable_data_ptr<scalar_t>(),
            stream_of(rewards));
+  });
+}
+
+void whiten_fwd(const at::Tensor& x, const at::Tensor& mask, at::Tensor& y, at::Tensor& stats) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor work = at::empty({L::whiten_work_size(x.numel())}, stats.options());
+  AK_CUDA_DISPATCH(x, "alignkit_whiten_fwd_cuda", [&] {
+    using acc = L::acc_t<scalar_t>;
+    L::whiten_fwd(x.const_data_ptr<scalar_t>(), mask.const_data_ptr<uint8_t>(), x.numel(),
+                  work.mutable_data_ptr<acc>(), stats.mutable_data_ptr<acc>(), y.mutable_data_ptr<scalar_t>(),
+                  stream_of(x));
+  });
+}
+
+void whiten_bwd(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& mask, const at::Tensor& stats,
+                at::Tensor& dx) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor work = at::empty({L::whiten_work_size(x.numel())}, stats.options());
+  AK_CUDA_DISPATCH(x, "alignkit_whiten_bwd_cuda", [&] {
+    using acc = L::acc_t<scalar_t>;
+    L::whiten_bwd(grad.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), mask.const_data_ptr<uint8_t>(),
+                  x.numel(), stats.const_data_ptr<acc>(), work.mutable_data_ptr<acc>(),
+                  dx.mutable_data_ptr<scalar_t>(), stream_of(x));
   });
 }
 

@@ -13,34 +13,33 @@ std::tuple<at::Tensor, at::Tensor> gae(const at::Tensor& rewards, const at::Tens
   return {adv.view(rewards.sizes()), ret.view(rewards.sizes())};
 }
 
-// Whitening is two reductions and an elementwise pass; it is composed from ATen ops on every device
-// (memory-bound and outside the training step's hot path). stats = (mean, rstd, n).
+// stats = (mean, rstd, n) of the valid x, in the accumulation dtype (saved for backward).
 std::tuple<at::Tensor, at::Tensor> masked_whiten_fwd(const at::Tensor& x, const at::Tensor& mask) {
+  AK_CHECK_SUPPORTED_DEVICE("x", x);
   AK_CHECK_FLOAT("x", x);
   AK_CHECK_SHAPE("mask", mask, x.sizes());
   AK_CHECK_SAME_DEVICE("mask", mask, x);
-  const auto acc = acc_dtype(x.scalar_type());
-  const at::Tensor m = mask.ne(0).to(acc), xf = x.to(acc);
-  const at::Tensor n = m.sum();
-  const at::Tensor mean = (xf * m).sum() / n.clamp_min(1);
-  const at::Tensor xc = (xf - mean) * m;
-  const at::Tensor var = (xc * xc).sum() / (n - 1).clamp_min(1);
-  const at::Tensor rstd = (var + 1e-8).rsqrt();
-  return {(xc * rstd).to(x.scalar_type()), at::stack({mean, rstd, n})};
+  const at::Tensor xf = x.contiguous().view(-1), m = byte_mask(mask).view(-1);
+  at::Tensor y = at::empty_like(xf), stats = at::empty({3}, xf.options().dtype(acc_dtype(x.scalar_type())));
+  AK_DEVICE_CALL(xf, whiten_fwd, xf, m, y, stats);
+  return {y.view(x.sizes()), stats};
 }
 
 at::Tensor masked_whiten_bwd(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& mask,
                              const at::Tensor& stats) {
   AK_CHECK_SHAPE("grad", grad, x.sizes());
-  const auto acc = acc_dtype(x.scalar_type());
-  const at::Tensor m = mask.ne(0).to(acc), st = stats.to(acc);
-  const at::Tensor mean = st[0], rstd = st[1], n = st[2];
-  const at::Tensor g = grad.to(acc) * m, xc = (x.to(acc) - mean) * m;
-  const at::Tensor mean_g = g.sum() / n.clamp_min(1);
-  const at::Tensor sum_gxc = (g * xc).sum();
-  // alignkit::whiten_grad, vectorised over the tensor
-  const at::Tensor dx = m * (rstd * (g - mean_g) - xc * rstd.pow(3) * sum_gxc / (n - 1).clamp_min(1));
-  return dx.to(x.scalar_type());
+  AK_CHECK_SAME_DEVICE("grad", grad, x);
+  AK_CHECK_SHAPE("mask", mask, x.sizes());
+  AK_CHECK_SAME_DEVICE("mask", mask, x);
+  TORCH_CHECK(stats.dim() == 1 && stats.size(0) == 3, "alignkit: `stats` must have shape [3], got ",
+              stats.sizes());
+  AK_CHECK_SAME_DEVICE("stats", stats, x);
+  const at::Tensor xf = x.contiguous().view(-1), m = byte_mask(mask).view(-1);
+  const at::Tensor g = grad.to(x.scalar_type()).contiguous().view(-1);
+  const at::Tensor st = stats.to(acc_dtype(x.scalar_type())).contiguous();
+  at::Tensor dx = at::empty_like(xf);
+  AK_DEVICE_CALL(xf, whiten_bwd, g, xf, m, st, dx);
+  return dx.view(x.sizes());
 }
 
 }  // namespace alignkit

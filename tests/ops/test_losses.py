@@ -253,14 +253,119 @@ def test_gae_left_right_padding_and_float_mask(kernels, reference):
 
 
 # ------------------------------------------------------------------------------------------- whiten
-def test_masked_whiten(kernels, reference):
+def test_masked_whiten_hand_computed(kernels):
+    """Valid [1, 2, 3, 4] (100 is masked): mean 2.5, unbiased var (2.25 + 0.25 + 0.25 + 2.25) / 3 = 5/3.
+
+    y = (x - 2.5) / sqrt(5/3 + 1e-8) on valid positions, 0 elsewhere. With upstream g = [1, 0, 0, 0, 0]:
+    mean_g = 1/4, Σ g·(x-μ) = -1.5, so dx = rstd·(g - 1/4) - (x - μ)·rstd³·(-1.5)/3 on valid positions.
+    """
+    x = torch.tensor([1.0, 2.0, 3.0, 100.0, 4.0], dtype=torch.float64, requires_grad=True)
+    m = torch.tensor([1, 1, 1, 0, 1])
+    rstd = (5 / 3 + 1e-8) ** -0.5
+    y = kernels.masked_whiten(x, m)
+    torch.testing.assert_close(y, torch.tensor([-1.5, -0.5, 0.5, 0.0, 1.5], dtype=torch.float64) * rstd,
+                               atol=1e-15, rtol=1e-14)
+    (dx,) = torch.autograd.grad(y, x, torch.tensor([1.0, 0, 0, 0, 0], dtype=torch.float64))
+    xc = torch.tensor([-1.5, -0.5, 0.5, 0.0, 1.5], dtype=torch.float64)
+    g = torch.tensor([1.0, 0, 0, 0, 0], dtype=torch.float64)
+    want = (rstd * (g - 0.25) + xc * rstd ** 3 * 1.5 / 3) * m
+    torch.testing.assert_close(dx, want, atol=1e-15, rtol=1e-14)
+
+
+def _whiten_run(fn, x, m, g, dtype):
+    x = x.to(dtype).requires_grad_()
+    y = fn(x, m)
+    (dx,) = torch.autograd.grad(y, x, g.to(dtype))
+    return y, dx
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape", [(1,), (3, 17), (2, 3, 7), (5, 40001)])  # 40001·5: many reduction chunks
+def test_masked_whiten_parity(kernels, reference, device, dtype, shape):
+    gen = torch.Generator().manual_seed(3)
+    x = (torch.randn(*shape, generator=gen, dtype=torch.float64) * 3 + 5).to(device)
+    m = (torch.rand(*shape, generator=gen) > 0.3).to(device)
+    g = torch.randn(*shape, generator=gen, dtype=torch.float64).to(device)
+    got = _whiten_run(kernels.masked_whiten, x, m, g, dtype)
+    ref = _whiten_run(reference.masked_whiten, x, m, g, dtype)
+    ref64 = _whiten_run(reference.masked_whiten, x, m, g, torch.float64) if dtype in HALF else (None, None)
+    for k, r, r64, what in zip(got, ref, ref64, ("y", "dx")):
+        assert k.dtype == dtype and k.shape == x.shape
+        assert_close(k, r, dtype, r64, what=what)
+
+
+def test_masked_whiten_strided_float_mask_and_stats(kernels, reference):
+    base = torch.randn(6, 40)
+    x = base[:, ::3]  # not contiguous
+    m = (torch.rand(6, 14) > 0.5).float()  # any nonzero value is valid
+    torch.testing.assert_close(kernels.masked_whiten(x, m), reference.masked_whiten(x, m.bool()))
+    y, stats = torch.ops.alignkit.masked_whiten_fwd(x, m)
+    valid = x[m.bool()].double()
+    torch.testing.assert_close(stats.double(), torch.stack([valid.mean(), (valid.var() + 1e-8).rsqrt(),
+                                                            torch.tensor(float(valid.numel()), dtype=torch.float64)]),
+                               atol=1e-6, rtol=1e-6)
+    assert y[m.bool()].mean().abs() < 1e-6 and y[m.bool()].std().item() == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("valid", [[], [7]])
+def test_masked_whiten_degenerate_masks(kernels, device, valid):
+    """No valid position, or one: the output and the gradient are 0 (no NaN from 0/0 or n - 1 = 0)."""
+    x = torch.randn(3, 5, device=device, requires_grad=True)
+    m = torch.zeros(15, dtype=torch.bool)
+    m[valid] = True
+    m = m.view(3, 5).to(device)
+    y = kernels.masked_whiten(x, m)
+    (dx,) = torch.autograd.grad(y, x, torch.randn_like(y))
+    assert torch.equal(y, torch.zeros_like(y)) and torch.equal(dx, torch.zeros_like(dx))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_masked_whiten_ignores_garbage_at_masked_positions(kernels, device):
+    """NaN/inf in x or in the upstream gradient at masked positions change no bit of y or dx."""
+    x = torch.randn(4, 9000, device=device)
+    m = torch.rand(4, 9000, device=device) > 0.5
+    every_third = torch.arange(9000, device=device) % 3 == 0
+    dirty_x = x.masked_fill(~m, float("nan")).masked_fill(~m & every_third, float("inf"))
+    g = torch.randn(4, 9000, device=device)
+    outs = []
+    for xi, gi in ((x, g), (dirty_x, g.masked_fill(~m, float("nan")))):
+        xi = xi.clone().requires_grad_()
+        y = kernels.masked_whiten(xi, m)
+        outs.append((y, torch.autograd.grad(y, xi, gi)[0]))
+    (y0, dx0), (y1, dx1) = outs
+    assert torch.equal(y0, y1) and torch.equal(dx0, dx1)
+    assert torch.isfinite(y1).all() and torch.isfinite(dx1).all()
+
+
+def test_masked_whiten_same_bits_on_any_thread_count(kernels):
+    x, m = torch.randn(3, 50001), torch.rand(3, 50001) > 0.2
+    g = torch.randn(3, 50001)
+    threads = torch.get_num_threads()
+    try:
+        runs = []
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            runs.append(_whiten_run(kernels.masked_whiten, x, m, g, torch.float32))
+    finally:
+        torch.set_num_threads(threads)
+    for other in runs[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(runs[0], other))
+
+
+def test_masked_whiten_gradcheck_and_validation(kernels):
     x = torch.randn(4, 9, dtype=torch.float64, requires_grad=True)
     m = torch.rand(4, 9) > 0.4
-    got, ref = kernels.masked_whiten(x, m), reference.masked_whiten(x, m)
-    torch.testing.assert_close(got, ref)
-    valid = got[m]
-    assert abs(valid.mean().item()) < 1e-9 and valid.std().item() == pytest.approx(1.0, abs=1e-6)
     assert torch.autograd.gradcheck(lambda x: kernels.masked_whiten(x, m), (x,))
+    with pytest.raises(RuntimeError, match="mask.*shape"):
+        kernels.masked_whiten(x, m[:, :4])
+    with pytest.raises(RuntimeError, match="x.*floating"):
+        kernels.masked_whiten(torch.ones(4, 9, dtype=torch.long), m)
+    with pytest.raises(RuntimeError, match="grad.*shape"):
+        torch.ops.alignkit.masked_whiten_bwd(torch.ones(3), x.detach(), m, torch.zeros(3, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="stats.*shape"):
+        torch.ops.alignkit.masked_whiten_bwd(x.detach(), x.detach(), m, torch.zeros(2, dtype=torch.float64))
 
 
 # --------------------------------------------------------------------------- opcheck / compile / misc
@@ -282,6 +387,8 @@ def test_opcheck_losses(kernels):
                                                "token-mean"))
     torch.library.opcheck(ops.gae, (adv, old, mask, 1.0, 0.95))
     torch.library.opcheck(ops.masked_whiten_fwd, (adv.clone().requires_grad_(), mask))
+    _, stats = ops.masked_whiten_fwd(adv, mask)
+    torch.library.opcheck(ops.masked_whiten_bwd, (torch.randn_like(adv), adv, mask, stats))
 
 
 def test_torch_compile_losses(kernels, reference):

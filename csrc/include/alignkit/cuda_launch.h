@@ -81,4 +81,14 @@ template <typename scalar_t>
 void gae(const scalar_t* r, const scalar_t* v, const uint8_t* mask, int64_t B, int64_t T, double gamma,
          double lam, scalar_t* adv, scalar_t* ret, cudaStream_t stream);
 
+// masked_whiten over a flat [N] tensor (ops.h). `work` holds whiten_work_size(N) acc_t values;
+// stats [3] = (mean, rstd, n) is written (forward) and read (backward) on the device.
+int64_t whiten_work_size(int64_t N);
+template <typename scalar_t>
+void whiten_fwd(const scalar_t* x, const uint8_t* mask, int64_t N, acc_t<scalar_t>* work,
+                acc_t<scalar_t>* stats, scalar_t* y, cudaStream_t stream);
+template <typename scalar_t>
+void whiten_bwd(const scalar_t* g, const scalar_t* x, const uint8_t* mask, int64_t N,
+                const acc_t<scalar_t>* stats, acc_t<scalar_t>* work, scalar_t* dx, cudaStream_t stream);
+
 }  // namespace alignkit::cuda_launch

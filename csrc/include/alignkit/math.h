@@ -256,12 +256,50 @@ AK_HD void gae_row(const scalar_t* r, const scalar_t* v, const mask_t* mask, sca
   }
 }
 
-// Gradient of y = m·(x - μ)·rstd, rstd = (var + eps)^-1/2, var unbiased over the n valid positions:
-//   dx = m·rstd·(g - Σmg/n) - m·(x-μ)·rstd³·Σ(m·g·(x-μ)) / (n-1)
+// ---------------------------------------------------------------------------------------------
+// masked_whiten (kernels.md): y = m·(x - μ)·rstd, rstd = (var + 1e-8)^-1/2, var unbiased over the
+// n valid positions (the n - 1 and the n floored at 1), y = 0 at masked positions.
+// ---------------------------------------------------------------------------------------------
+// Count, mean and sum of squared deviations of a set of valid values. Kernels reduce fixed-size
+// chunks on their own (two passes over a chunk that sits in cache) and merge the chunks in chunk
+// order (Chan et al.'s pairwise update), so results do not depend on the number of threads and the
+// variance has no E[x²] - E[x]² cancellation.
 template <typename acc_t>
-AK_HD acc_t whiten_grad(acc_t g, acc_t xc, acc_t rstd, acc_t mean_g, acc_t sum_gxc, acc_t n) {
-  const acc_t nm1 = n - acc_t(1) > acc_t(1) ? n - acc_t(1) : acc_t(1);
-  return rstd * (g - mean_g) - xc * rstd * rstd * rstd * sum_gxc / nm1;
+struct Moments {
+  acc_t n, mean, m2;
+};
+
+template <typename acc_t>
+AK_HD Moments<acc_t> moments_merge(Moments<acc_t> a, Moments<acc_t> b) {
+  const acc_t n = a.n + b.n;
+  if (b.n == acc_t(0)) return a;
+  if (a.n == acc_t(0)) return b;
+  const acc_t d = b.mean - a.mean, wb = b.n / n;
+  return {n, a.mean + d * wb, a.m2 + b.m2 + d * d * a.n * wb};
+}
+
+// 1 / sqrt(unbiased variance + 1e-8)
+template <typename acc_t>
+AK_HD acc_t whiten_rstd(Moments<acc_t> all) {
+  const acc_t nm1 = all.n > acc_t(1) ? all.n - acc_t(1) : acc_t(1);
+#ifdef __CUDA_ARCH__
+  return acc_t(1) / ::sqrt(all.m2 / nm1 + acc_t(1e-8));
+#else
+  return acc_t(1) / std::sqrt(all.m2 / nm1 + acc_t(1e-8));
+#endif
+}
+
+// Backward: with xc = x - μ, on valid positions
+//   dx = rstd·(g - Σmg / n) - xc·rstd³·Σ(m·g·xc) / (n - 1)  =  rstd·(g - mean_g) - xc·k.
+template <typename acc_t>
+struct WhitenGrad {
+  acc_t mean_g, k;
+};
+
+template <typename acc_t>
+AK_HD WhitenGrad<acc_t> whiten_grad_coefs(acc_t n, acc_t rstd, acc_t sum_g, acc_t sum_gxc) {
+  const acc_t n1 = n > acc_t(1) ? n : acc_t(1), nm1 = n > acc_t(1) ? n - acc_t(1) : acc_t(1);
+  return {sum_g / n1, rstd * rstd * rstd * sum_gxc / nm1};
 }
 
 }  // namespace alignkit

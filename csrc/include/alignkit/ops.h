@@ -129,6 +129,8 @@ struct ValueArgs {
   double clip_eps;  // < 0: no clipping
 };
 
+// masked_whiten: x, grad, y, dx flat [N] contiguous (dtype of x), mask [N] uint8, stats [3] acc dtype
+// = (mean, rstd, n) of the valid x, written by whiten_fwd on the device of x.
 // Per-row sums of the valid tokens (acc dtype): PPO [B, 6] = (loss, n, clipped, 0.5·log_ratio²,
 // kl, entropy), value [B, 3] = (loss, n, clipped). Backward takes `counts` [B + 2] = (valid tokens
 // per row..., valid tokens overall, rows with a valid token) and the 0-d grad of the loss.
@@ -146,7 +148,10 @@ struct ValueArgs {
   void value_bwd(const ValueArgs& a, Agg agg, const at::Tensor& grad_loss,                        \
                  const at::Tensor& counts, at::Tensor& grad_values);                              \
   void gae(const at::Tensor& rewards, const at::Tensor& values, const at::Tensor& mask,            \
-           double gamma, double lam, at::Tensor& advantages, at::Tensor& returns);
+           double gamma, double lam, at::Tensor& advantages, at::Tensor& returns);                \
+  void whiten_fwd(const at::Tensor& x, const at::Tensor& mask, at::Tensor& y, at::Tensor& stats); \
+  void whiten_bwd(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& mask,            \
+                  const at::Tensor& stats, at::Tensor& dx);
 
 namespace cpu {
 ALIGNKIT_DEVICE_KERNELS
