@@ -154,8 +154,9 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, *, gamm
 def masked_whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Whiten ``x`` over valid positions (mean 0, unbiased unit variance, eps 1e-8); 0 elsewhere.
 
-    ``mask`` has the shape of ``x`` (any nonzero value is valid). Statistics accumulate in fp32 (fp64
-    for fp64 input) over fixed chunks merged in order: the same bits on any number of threads; NaN or
-    inf at masked positions never reach the result or the gradient.
+    ``mask`` has the shape of ``x`` (any nonzero value is valid). The kernels accumulate in fp32 (fp64
+    for fp64 input) over fixed chunks merged in order (the same bits on any number of threads), and NaN
+    or inf at masked positions never reach the result or the gradient (the reference multiplies by the
+    mask, so there they would).
     """
     return _impl().masked_whiten(x, mask)
