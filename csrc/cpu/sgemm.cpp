@@ -56,21 +56,59 @@ int64_t block_size(int64_t len, int64_t max_block, int64_t align, int64_t multip
   return std::min(max_block, ceil_div(ceil_div(len, nb), align) * align);
 }
 
+// dst[k * 6 + r] = src[r * rs + k] for r < 6, k < 8: the 8 x 8 transpose of (rows 0-5, two zero
+// rows), whose 8 output rows are written 6 floats each.
+inline void transpose_6x8(const float* src, int64_t rs, float* dst) {
+  const __m256 z = _mm256_setzero_ps();
+  const __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + rs), r2 = _mm256_loadu_ps(src + 2 * rs),
+               r3 = _mm256_loadu_ps(src + 3 * rs), r4 = _mm256_loadu_ps(src + 4 * rs),
+               r5 = _mm256_loadu_ps(src + 5 * rs);
+  // 2 x 2 blocks of pairs, then of quads, then the 128-bit halves
+  const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
+               t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE),
+               u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE),
+               u4 = _mm256_shuffle_ps(t4, z, 0x44), u5 = _mm256_shuffle_ps(t4, z, 0xEE),
+               u6 = _mm256_shuffle_ps(t5, z, 0x44), u7 = _mm256_shuffle_ps(t5, z, 0xEE);
+  // column k of rows 0-3 is the low (k < 4) or high (k >= 4) half of u_{k%4}; rows 4-5 likewise in u_{4+k%4}
+  const __m256 lo[4] = {u0, u1, u2, u3}, hi[4] = {u4, u5, u6, u7};
+  for (int k = 0; k < 4; ++k) {
+    const __m128 a = _mm256_castps256_ps128(lo[k]), b = _mm256_castps256_ps128(hi[k]);
+    _mm_storeu_ps(dst + k * MR, a);                     // rows 0-3 of column k
+    _mm_storel_pi(reinterpret_cast<__m64*>(dst + k * MR + 4), b);  // rows 4-5
+    const __m128 a2 = _mm256_extractf128_ps(lo[k], 1), b2 = _mm256_extractf128_ps(hi[k], 1);
+    _mm_storeu_ps(dst + (k + 4) * MR, a2);
+    _mm_storel_pi(reinterpret_cast<__m64*>(dst + (k + 4) * MR + 4), b2);
+  }
+}
+
 // Ap[panel][k][0..MR) = A[i0 + panel*MR + r, p0 + k], zero past row mc.
 void pack_a(int64_t mc, int64_t kc, const float* A, int64_t rs, int64_t cs, float* Ap) {
-  for (int64_t i = 0; i < mc; i += MR) {
-    const int64_t m = std::min(MR, mc - i);
-    float* dst = Ap + i * kc;
-    const float* src = A + i * rs;
-    if (m == MR && cs == 1) {
-      for (int64_t k = 0; k < kc; ++k)
-        for (int64_t r = 0; r < MR; ++r) dst[k * MR + r] = src[r * rs + k];
-    } else if (m == MR && rs == 1) {  // A is a transposed view: the panel's column k is contiguous
-      for (int64_t k = 0; k < kc; ++k) std::memcpy(dst + k * MR, src + k * cs, MR * sizeof(float));
-    } else {
-      for (int64_t k = 0; k < kc; ++k)
-        for (int64_t r = 0; r < MR; ++r) dst[k * MR + r] = r < m ? src[r * rs + k * cs] : 0.f;
+  const int64_t full = mc / MR * MR;  // rows in full panels
+  if (rs == 1) {  // A is a transposed view: its column k is contiguous. Walk k outermost, so each
+                  // column is read once, front to back (panel-major order strides by cs per step).
+    for (int64_t k = 0; k < kc; ++k) {
+      const float* col = A + k * cs;
+      for (int64_t i = 0; i < full; i += MR) std::memcpy(Ap + i * kc + k * MR, col + i, MR * sizeof(float));
     }
+  } else if (cs == 1) {  // rows of A are contiguous: transpose 6 x 8 blocks in registers
+    for (int64_t i = 0; i < full; i += MR) {
+      const float* src = A + i * rs;
+      float* dst = Ap + i * kc;
+      int64_t k = 0;
+      for (; k + 8 <= kc; k += 8) transpose_6x8(src + k, rs, dst + k * MR);
+      for (; k < kc; ++k)
+        for (int64_t r = 0; r < MR; ++r) dst[k * MR + r] = src[r * rs + k];
+    }
+  } else {
+    for (int64_t i = 0; i < full; i += MR)
+      for (int64_t k = 0; k < kc; ++k)
+        for (int64_t r = 0; r < MR; ++r) Ap[i * kc + k * MR + r] = A[(i + r) * rs + k * cs];
+  }
+  if (full < mc) {  // the last, partial panel: zero rows past mc
+    const int64_t m = mc - full;
+    for (int64_t k = 0; k < kc; ++k)
+      for (int64_t r = 0; r < MR; ++r) Ap[full * kc + k * MR + r] = r < m ? A[(full + r) * rs + k * cs] : 0.f;
   }
 }
 
