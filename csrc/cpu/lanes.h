@@ -6,6 +6,7 @@
 #pragma once
 
 #include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
@@ -80,6 +81,17 @@ struct Lanes<float> {  // W lanes per step; n < W only on a row's last step
     return s;
   }
 };
+
+// body(i0, i1) for the fixed chunks [c·chunk, min(N, (c+1)·chunk)) of [0, N), chunks in parallel.
+// The chunk (so vector-step) boundaries do not depend on the thread count, so neither do the bits of
+// elementwise results: a partial step can round differently from a full one where the compiler
+// contracted a·b + c into an FMA in one code path and not in the other.
+template <typename F>
+inline void parallel_chunks(int64_t N, int64_t chunk, F&& body) {
+  at::parallel_for(0, (N + chunk - 1) / chunk, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) body(c * chunk, std::min(N, (c + 1) * chunk));
+  });
+}
 
 // body(i, n) for the steps of [i0, i1): n = elements in this step.
 template <typename L, typename F>

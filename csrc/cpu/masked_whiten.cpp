@@ -1,7 +1,8 @@
 // CPU masked_whiten kernels over a flat tensor of N elements: forward reduces fixed chunks to
 // Moments (alignkit/math.h) in parallel, merges them in chunk order, then writes y in parallel;
-// backward does the same with the two sums of its gradient. Chunks are fixed-size, so results do
-// not depend on the number of threads. Float runs 8 lanes at a time through Lanes (lanes.h).
+// backward does the same with the two sums of its gradient. Every pass runs over the same fixed
+// chunks (parallel_chunks), so no bit of a result depends on the number of threads. Float runs 8
+// lanes at a time through Lanes (lanes.h).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
@@ -55,9 +56,7 @@ void whiten_fwd(const at::Tensor& x, const at::Tensor& mask, at::Tensor& y, at::
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     const uint8_t* m = mask.const_data_ptr<uint8_t>();
     std::vector<Moments<acc_t>> part(P);  // [P]
-    at::parallel_for(0, P, 1, [&](int64_t c0, int64_t c1) {
-      for (int64_t c = c0; c < c1; ++c) part[c] = chunk_moments(xp, m, c * kChunk, std::min(N, (c + 1) * kChunk));
-    });
+    parallel_chunks(N, kChunk, [&](int64_t i0, int64_t i1) { part[i0 / kChunk] = chunk_moments(xp, m, i0, i1); });
     Moments<acc_t> all{0, 0, 0};
     for (const auto& p : part) all = moments_merge(all, p);
     const acc_t rstd = whiten_rstd(all);
@@ -65,7 +64,7 @@ void whiten_fwd(const at::Tensor& x, const at::Tensor& mask, at::Tensor& y, at::
     st[0] = all.mean, st[1] = rstd, st[2] = all.n;
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     const T mu(all.mean), r(rstd), zero(0);
-    at::parallel_for(0, N, kChunk, [&](int64_t i0, int64_t i1) {
+    parallel_chunks(N, kChunk, [&](int64_t i0, int64_t i1) {
       for_steps<L>(i0, i1, [&](int64_t i, int64_t w) {
         L::store(O::select(L::valid(m + i, w), (L::load(xp + i, w) - mu) * r, zero), yp + i, w);
       });
@@ -86,24 +85,23 @@ void whiten_bwd(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& m
     const acc_t* st = stats.const_data_ptr<acc_t>();  // (mean, rstd, n)
     const T mu(st[0]), zero(0);
     std::vector<acc_t> part(2 * P);  // [P, 2]: Σ m·g, Σ m·g·(x - μ)
-    at::parallel_for(0, P, 1, [&](int64_t c0, int64_t c1) {
-      for (int64_t c = c0; c < c1; ++c) {
-        T sg = zero, sgx = zero;
-        for_steps<L>(c * kChunk, std::min(N, (c + 1) * kChunk), [&](int64_t i, int64_t w) {
-          const auto valid = L::valid(m + i, w);
-          const T g = O::select(valid, L::load(gp + i, w), zero);
-          sg = sg + g;
-          sgx = sgx + g * O::select(valid, L::load(xp + i, w) - mu, zero);
-        });
-        part[2 * c] = L::sum(sg), part[2 * c + 1] = L::sum(sgx);
-      }
+    parallel_chunks(N, kChunk, [&](int64_t i0, int64_t i1) {
+      T sg = zero, sgx = zero;
+      for_steps<L>(i0, i1, [&](int64_t i, int64_t w) {
+        const auto valid = L::valid(m + i, w);
+        const T g = O::select(valid, L::load(gp + i, w), zero);
+        sg = sg + g;
+        sgx = sgx + g * O::select(valid, L::load(xp + i, w) - mu, zero);
+      });
+      const int64_t c = i0 / kChunk;
+      part[2 * c] = L::sum(sg), part[2 * c + 1] = L::sum(sgx);
     });
     acc_t sum_g = 0, sum_gxc = 0;
     for (int64_t c = 0; c < P; ++c) sum_g += part[2 * c], sum_gxc += part[2 * c + 1];
     const WhitenGrad<acc_t> k = whiten_grad_coefs(st[2], st[1], sum_g, sum_gxc);
     const T r(st[1]), mean_g(k.mean_g), kk(k.k);
     scalar_t* out = dx.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, N, kChunk, [&](int64_t i0, int64_t i1) {
+    parallel_chunks(N, kChunk, [&](int64_t i0, int64_t i1) {
       for_steps<L>(i0, i1, [&](int64_t i, int64_t w) {
         const T d = r * (L::load(gp + i, w) - mean_g) - (L::load(xp + i, w) - mu) * kk;
         L::store(O::select(L::valid(m + i, w), d, zero), out + i, w);

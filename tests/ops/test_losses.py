@@ -339,21 +339,6 @@ def test_masked_whiten_ignores_garbage_at_masked_positions(kernels, device):
     assert torch.isfinite(y1).all() and torch.isfinite(dx1).all()
 
 
-def test_masked_whiten_same_bits_on_any_thread_count(kernels):
-    x, m = torch.randn(3, 50001), torch.rand(3, 50001) > 0.2
-    g = torch.randn(3, 50001)
-    threads = torch.get_num_threads()
-    try:
-        runs = []
-        for n in (1, 2, 3):
-            torch.set_num_threads(n)
-            runs.append(_whiten_run(kernels.masked_whiten, x, m, g, torch.float32))
-    finally:
-        torch.set_num_threads(threads)
-    for other in runs[1:]:
-        assert all(torch.equal(a, b) for a, b in zip(runs[0], other))
-
-
 def test_masked_whiten_gradcheck_and_validation(kernels):
     x = torch.randn(4, 9, dtype=torch.float64, requires_grad=True)
     m = torch.rand(4, 9) > 0.4
@@ -413,6 +398,40 @@ def test_torch_compile_losses(kernels, reference):
         outs.append((out, x.grad, p[0].grad))
     for k, r in zip(*outs):
         torch.testing.assert_close(k, r, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("op", ["dpo", "ppo", "value", "whiten"])
+def test_cpu_ops_same_bits_on_any_thread_count(kernels, op):
+    """Work is split over fixed chunks or rows, never at thread-count-dependent offsets: sizes that are
+    not multiples of the 8-lane step or of a chunk give bit-identical outputs and gradients on 1-3 threads."""
+    if op == "dpo":
+        ins = _dpo_inputs(40003, torch.float32, "cpu")
+        run = lambda: _dpo_run(kernels.dpo_loss, ins, torch.float32, beta=0.1, label_smoothing=0.1)  # noqa: E731
+    elif op == "ppo":
+        ins = _ppo_inputs(37, 1029, torch.float32, "cpu")
+        run = lambda: _ppo_run(kernels.ppo_loss, ins, torch.float32, PPO_CONFIGS[3], "token-mean")  # noqa: E731
+    elif op == "value":
+        v, old, ret, m = (t.float() if t.is_floating_point() else t for t in _ppo_inputs(37, 1029, torch.float32, "cpu")[:4])
+
+        def run():
+            leaf = v.clone().requires_grad_()
+            loss, stats = kernels.value_loss(leaf, old, ret, m, clip_eps=0.2)
+            loss.backward()
+            return [loss, stats["clipfrac"], leaf.grad]
+    else:
+        x, m, g = torch.randn(3, 50001), torch.rand(3, 50001) > 0.2, torch.randn(3, 50001)
+        run = lambda: _whiten_run(kernels.masked_whiten, x, m, g, torch.float32)  # noqa: E731
+    threads = torch.get_num_threads()
+    try:
+        runs = []
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            runs.append([t.clone() for t in run()])
+    finally:
+        torch.set_num_threads(threads)
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            assert torch.equal(a, b), (op, (a != b).nonzero()[:5].tolist())
 
 
 def test_losses_deterministic(kernels):
