@@ -1,8 +1,7 @@
 // CPU DPO kernels: one fused elementwise pass forward writing the losses, the rewards and dloss_dh;
-// the backward turns the incoming gradient g into g·dloss_dh and -g·dloss_dh in one pass. Math in alignkit/math.h, run on 8 lanes
-// at a time for float through Lanes (lanes.h).
+// the backward turns the incoming gradient g into g·dloss_dh and -g·dloss_dh in one pass. Math in
+// alignkit/math.h, run on 8 lanes at a time for float through Lanes (lanes.h).
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 
 #include "alignkit/ops.h"
 #include "lanes.h"

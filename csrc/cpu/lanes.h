@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "alignkit/math.h"
 
@@ -91,6 +92,16 @@ inline void parallel_chunks(int64_t N, int64_t chunk, F&& body) {
   at::parallel_for(0, (N + chunk - 1) / chunk, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) body(c * chunk, std::min(N, (c + 1) * chunk));
   });
+}
+
+// Reduces each fixed chunk of [0, N) to an R (chunk_fn(i0, i1), chunks in parallel), then folds
+// them into `init` in chunk order with merge(acc, r): the same bits on any thread count.
+template <typename R, typename ChunkFn, typename Merge>
+inline R reduce_chunks(int64_t N, int64_t chunk, R init, ChunkFn&& chunk_fn, Merge&& merge) {
+  std::vector<R> part((N + chunk - 1) / chunk);  // [chunks]
+  parallel_chunks(N, chunk, [&](int64_t i0, int64_t i1) { part[i0 / chunk] = chunk_fn(i0, i1); });
+  for (const R& r : part) init = merge(init, r);
+  return init;
 }
 
 // body(i, n) for the steps of [i0, i1): n = elements in this step.

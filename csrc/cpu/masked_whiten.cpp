@@ -1,12 +1,11 @@
 // CPU masked_whiten kernels over a flat tensor of N elements: forward reduces fixed chunks to
-// Moments (alignkit/math.h) in parallel, merges them in chunk order, then writes y in parallel;
+// Moments (alignkit/math.h) and merges them in chunk order (reduce_chunks), then writes y;
 // backward does the same with the two sums of its gradient. Every pass runs over the same fixed
-// chunks (parallel_chunks), so no bit of a result depends on the number of threads. Float runs 8
-// lanes at a time through Lanes (lanes.h).
+// chunks (lanes.h), so no bit of a result depends on the number of threads. Float runs 8 lanes at
+// a time through Lanes.
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 
-#include <vector>
+#include <array>
 
 #include "alignkit/ops.h"
 #include "lanes.h"
@@ -15,8 +14,6 @@ namespace alignkit::cpu {
 
 namespace {
 constexpr int64_t kChunk = 1 << 14;  // elements per reduction chunk (64 KB of float: stays in L2)
-
-int64_t num_chunks(int64_t n) { return (n + kChunk - 1) / kChunk; }
 
 // Moments of the valid x in [i0, i1): count and mean first, then the squared deviations from
 // that mean on the second (cached) pass.
@@ -47,7 +44,7 @@ Moments<at::opmath_type<scalar_t>> chunk_moments(const scalar_t* x, const uint8_
 }  // namespace
 
 void whiten_fwd(const at::Tensor& x, const at::Tensor& mask, at::Tensor& y, at::Tensor& stats) {
-  const int64_t N = x.numel(), P = num_chunks(N);
+  const int64_t N = x.numel();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "alignkit_whiten_fwd", [&] {
     using L = Lanes<scalar_t>;
     using T = typename L::T;
@@ -55,10 +52,9 @@ void whiten_fwd(const at::Tensor& x, const at::Tensor& mask, at::Tensor& y, at::
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     const uint8_t* m = mask.const_data_ptr<uint8_t>();
-    std::vector<Moments<acc_t>> part(P);  // [P]
-    parallel_chunks(N, kChunk, [&](int64_t i0, int64_t i1) { part[i0 / kChunk] = chunk_moments(xp, m, i0, i1); });
-    Moments<acc_t> all{0, 0, 0};
-    for (const auto& p : part) all = moments_merge(all, p);
+    const Moments<acc_t> all = reduce_chunks(
+        N, kChunk, Moments<acc_t>{0, 0, 0}, [&](int64_t i0, int64_t i1) { return chunk_moments(xp, m, i0, i1); },
+        moments_merge<acc_t>);
     const acc_t rstd = whiten_rstd(all);
     acc_t* st = stats.mutable_data_ptr<acc_t>();
     st[0] = all.mean, st[1] = rstd, st[2] = all.n;
@@ -74,7 +70,7 @@ void whiten_fwd(const at::Tensor& x, const at::Tensor& mask, at::Tensor& y, at::
 
 void whiten_bwd(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& mask, const at::Tensor& stats,
                 at::Tensor& dx) {
-  const int64_t N = x.numel(), P = num_chunks(N);
+  const int64_t N = x.numel();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "alignkit_whiten_bwd", [&] {
     using L = Lanes<scalar_t>;
     using T = typename L::T;
@@ -84,21 +80,21 @@ void whiten_bwd(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& m
     const uint8_t* m = mask.const_data_ptr<uint8_t>();
     const acc_t* st = stats.const_data_ptr<acc_t>();  // (mean, rstd, n)
     const T mu(st[0]), zero(0);
-    std::vector<acc_t> part(2 * P);  // [P, 2]: Σ m·g, Σ m·g·(x - μ)
-    parallel_chunks(N, kChunk, [&](int64_t i0, int64_t i1) {
-      T sg = zero, sgx = zero;
-      for_steps<L>(i0, i1, [&](int64_t i, int64_t w) {
-        const auto valid = L::valid(m + i, w);
-        const T g = O::select(valid, L::load(gp + i, w), zero);
-        sg = sg + g;
-        sgx = sgx + g * O::select(valid, L::load(xp + i, w) - mu, zero);
-      });
-      const int64_t c = i0 / kChunk;
-      part[2 * c] = L::sum(sg), part[2 * c + 1] = L::sum(sgx);
-    });
-    acc_t sum_g = 0, sum_gxc = 0;
-    for (int64_t c = 0; c < P; ++c) sum_g += part[2 * c], sum_gxc += part[2 * c + 1];
-    const WhitenGrad<acc_t> k = whiten_grad_coefs(st[2], st[1], sum_g, sum_gxc);
+    using Sums = std::array<acc_t, 2>;  // Σ m·g, Σ m·g·(x - μ)
+    const Sums sums = reduce_chunks(
+        N, kChunk, Sums{0, 0},
+        [&](int64_t i0, int64_t i1) {
+          T sg = zero, sgx = zero;
+          for_steps<L>(i0, i1, [&](int64_t i, int64_t w) {
+            const auto valid = L::valid(m + i, w);
+            const T g = O::select(valid, L::load(gp + i, w), zero);
+            sg = sg + g;
+            sgx = sgx + g * O::select(valid, L::load(xp + i, w) - mu, zero);
+          });
+          return Sums{L::sum(sg), L::sum(sgx)};
+        },
+        [](const Sums& a, const Sums& b) { return Sums{a[0] + b[0], a[1] + b[1]}; });
+    const WhitenGrad<acc_t> k = whiten_grad_coefs(st[2], st[1], sums[0], sums[1]);
     const T r(st[1]), mean_g(k.mean_g), kk(k.k);
     scalar_t* out = dx.mutable_data_ptr<scalar_t>();
     parallel_chunks(N, kChunk, [&](int64_t i0, int64_t i1) {

@@ -17,9 +17,7 @@ std::tuple<at::Tensor, at::Tensor> gae(const at::Tensor& rewards, const at::Tens
 std::tuple<at::Tensor, at::Tensor> masked_whiten_fwd(const at::Tensor& x, const at::Tensor& mask) {
   AK_CHECK_SUPPORTED_DEVICE("x", x);
   AK_CHECK_FLOAT("x", x);
-  AK_CHECK_SHAPE("mask", mask, x.sizes());
-  AK_CHECK_SAME_DEVICE("mask", mask, x);
-  const at::Tensor xf = x.contiguous().view(-1), m = byte_mask(mask).view(-1);
+  const at::Tensor xf = x.contiguous().view(-1), m = byte_mask(mask, x).view(-1);
   at::Tensor y = at::empty_like(xf), stats = at::empty({3}, xf.options().dtype(acc_dtype(x.scalar_type())));
   AK_DEVICE_CALL(xf, whiten_fwd, xf, m, y, stats);
   return {y.view(x.sizes()), stats};
@@ -29,12 +27,10 @@ at::Tensor masked_whiten_bwd(const at::Tensor& grad, const at::Tensor& x, const 
                              const at::Tensor& stats) {
   AK_CHECK_SHAPE("grad", grad, x.sizes());
   AK_CHECK_SAME_DEVICE("grad", grad, x);
-  AK_CHECK_SHAPE("mask", mask, x.sizes());
-  AK_CHECK_SAME_DEVICE("mask", mask, x);
   TORCH_CHECK(stats.dim() == 1 && stats.size(0) == 3, "alignkit: `stats` must have shape [3], got ",
               stats.sizes());
   AK_CHECK_SAME_DEVICE("stats", stats, x);
-  const at::Tensor xf = x.contiguous().view(-1), m = byte_mask(mask).view(-1);
+  const at::Tensor xf = x.contiguous().view(-1), m = byte_mask(mask, x).view(-1);
   const at::Tensor g = grad.to(x.scalar_type()).contiguous().view(-1);
   const at::Tensor st = stats.to(acc_dtype(x.scalar_type())).contiguous();
   at::Tensor dx = at::empty_like(xf);

@@ -120,18 +120,18 @@ inline at::Tensor bt_input(const char* name, const at::Tensor& t, const at::Tens
   return c.dim() == 1 ? c.unsqueeze(0) : c;
 }
 
-// The mask as a contiguous uint8 tensor of its shape (1 = valid, from any nonzero value).
-inline at::Tensor byte_mask(const at::Tensor& mask) {
+// `mask` (the shape and device of `ref`) as a contiguous uint8 tensor (1 = valid, from any nonzero value).
+inline at::Tensor byte_mask(const at::Tensor& mask, const at::Tensor& ref) {
+  TORCH_CHECK(mask.sizes() == ref.sizes(), "alignkit: `mask` must have shape ", ref.sizes(), ", got ",
+              mask.sizes());
+  TORCH_CHECK(mask.device() == ref.device(), "alignkit: `mask` is on ", mask.device(),
+              " but the other inputs are on ", ref.device());
   return (mask.scalar_type() == at::kBool ? mask : mask.ne(0)).contiguous().view(at::kByte);
 }
 
 // The mask as a contiguous 2-D uint8 tensor (1 = valid).
 inline at::Tensor bt_mask(const at::Tensor& mask, const at::Tensor& ref) {
-  TORCH_CHECK(mask.sizes() == ref.sizes(), "alignkit: `mask` must have shape ", ref.sizes(), ", got ",
-              mask.sizes());
-  TORCH_CHECK(mask.device() == ref.device(), "alignkit: `mask` is on ", mask.device(),
-              " but the other inputs are on ", ref.device());
-  auto m = byte_mask(mask);
+  auto m = byte_mask(mask, ref);
   return m.dim() == 1 ? m.unsqueeze(0) : m;
 }
 
