@@ -148,6 +148,7 @@ void grad_tile_impl(const GradTileArgs& a) {
   const int64_t N = a.labels.numel(), n = a.x.size(-1);
   const scalar_t* base = a.x.const_data_ptr<scalar_t>();
   scalar_t* out = a.out.mutable_data_ptr<scalar_t>();
+  const int64_t ld_out = a.out.stride(0);
   const int64_t* labels = a.labels.const_data_ptr<int64_t>();
   const acc_t *lse = a.lse.const_data_ptr<acc_t>(), *ent = a.entropy.const_data_ptr<acc_t>(),
               *g = a.g.const_data_ptr<acc_t>();
@@ -158,7 +159,7 @@ void grad_tile_impl(const GradTileArgs& a) {
     alignas(64) acc_t buf[kChunk];
     alignas(64) acc_t res[kChunk];
     for (int64_t r = r0; r < r1; ++r) {
-      scalar_t* orow = out + r * n;
+      scalar_t* orow = out + r * ld_out;
       const int64_t y = labels[r];
       if (y == a.ignore_index) {
         std::fill(orow, orow + n, scalar_t(0));

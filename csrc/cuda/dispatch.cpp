@@ -51,7 +51,7 @@ void grad_tile(const GradTileArgs& a) {
     using acc = L::acc_t<scalar_t>;
     L::GradTile<scalar_t> k{tile_rows<scalar_t>(a), a.lse.const_data_ptr<acc>(), a.entropy.const_data_ptr<acc>(),
                             a.g.const_data_ptr<acc>(), cptr<acc>(a.g_ent),
-                            a.out.mutable_data_ptr<scalar_t>()};
+                            a.out.mutable_data_ptr<scalar_t>(), a.out.stride(0)};
     L::grad_tile(k, stream_of(a.x));
   });
 }

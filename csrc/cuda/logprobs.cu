@@ -100,7 +100,7 @@ __global__ void grad_tile_kernel(GradTile<scalar_t> gt) {
   const TileRows<scalar_t>& a = gt.rows;
   const int64_t r = blockIdx.x;
   const int64_t y = a.labels[r];
-  scalar_t* out = gt.out + r * a.n;
+  scalar_t* out = gt.out + r * gt.out_stride;
   if (y == a.ignore_index) {
     for (int64_t j = threadIdx.x; j < a.n; j += blockDim.x) out[j] = scalar_t(0);
     return;

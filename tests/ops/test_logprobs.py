@@ -245,6 +245,21 @@ def test_fused_kept_logits_give_the_same_gradients(kernels, reference, monkeypat
     torch.testing.assert_close(hk.grad, hr.grad.float(), atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("cache_cols", [0, 1500])
+def test_fused_padded_tile_rows(kernels, reference, monkeypatch, cache_cols):
+    """1024-column fp32 tiles (rows 4 KB apart) are stored with padded rows on CPU; the forward GEMM,
+    the kept-logits copy, grad_tile and both backward GEMMs all read and write through that stride."""
+    N, H, V = 40, 24, 2500
+    h, w, b, y = _fused_inputs(N, H, V, torch.float32, "cpu", bias=True, seed=7)
+    nv = int((y != -100).sum())
+    monkeypatch.setenv("ALIGNKIT_TILE_BYTES", str(nv * 1024 * 4))  # tv = 1024: tiles 1024, 1024, 452
+    monkeypatch.setenv("ALIGNKIT_FUSED_CACHE_BYTES", str(cache_cols * N * 4))
+    got = _run_fused(kernels.fused_linear_logprobs, h, w, b, y, torch.float32, temperature=0.8)
+    ref64 = _run_fused(reference.fused_linear_logprobs, h, w, b, y, torch.float64, temperature=0.8)
+    for name, k, r in zip(("logp", "entropy", "grad_hidden", "grad_weight", "grad_bias"), got, ref64):
+        torch.testing.assert_close(k, r.float(), atol=2e-5, rtol=1e-4, msg=name)
+
+
 def test_fused_matches_logprobs_batched_shape(kernels):
     h, w, _, _ = _fused_inputs(12, 16, 100, torch.float32, "cpu", bias=False)
     h = h.float().view(3, 4, 16)

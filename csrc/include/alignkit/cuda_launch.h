@@ -49,7 +49,8 @@ template <typename scalar_t>
 struct GradTile {
   TileRows<scalar_t> rows;
   const acc_t<scalar_t>*lse, *ent, *g, *g_ent;  // g_ent may be null
-  scalar_t* out;                                // [N, n] contiguous (may alias x)
+  scalar_t* out;                                // [N, n], rows out_stride apart (may alias x)
+  int64_t out_stride;
 };
 template <typename scalar_t>
 void grad_tile(const GradTile<scalar_t>& a, cudaStream_t stream);

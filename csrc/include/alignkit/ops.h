@@ -106,7 +106,7 @@ struct GradTileArgs {
   const at::Tensor& entropy;  // [N] acc
   const at::Tensor& g;        // [N] acc
   const at::Tensor* g_ent;    // [N] acc or nullptr
-  at::Tensor& out;            // [N, n] contiguous, dtype of x
+  at::Tensor& out;            // [N, n], dtype of x, unit column stride, rows out.stride(0) apart
 };
 
 // Elementwise DPO over [B] (all contiguous, same dtype).
