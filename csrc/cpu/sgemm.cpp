@@ -82,6 +82,27 @@ inline void transpose_6x8(const float* src, int64_t rs, float* dst) {
   }
 }
 
+// dst[k * NR + c] = src[c * cs + k] for c, k < 8: an 8 x 8 transpose of 8 contiguous columns.
+inline void transpose_8x8(const float* src, int64_t cs, float* dst) {
+  __m256 r[8], t[8], u[8];
+  for (int c = 0; c < 8; ++c) r[c] = _mm256_loadu_ps(src + c * cs);
+  for (int c = 0; c < 8; c += 2) {
+    t[c] = _mm256_unpacklo_ps(r[c], r[c + 1]);
+    t[c + 1] = _mm256_unpackhi_ps(r[c], r[c + 1]);
+  }
+  // u[4g + j]: element j and j + 4 of columns 4g..4g+3, in the low and high 128-bit halves
+  for (int g = 0; g < 2; ++g) {
+    u[4 * g + 0] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+    u[4 * g + 1] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+    u[4 * g + 2] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+    u[4 * g + 3] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+  }
+  for (int k = 0; k < 4; ++k) {
+    _mm256_storeu_ps(dst + k * NR, _mm256_permute2f128_ps(u[k], u[4 + k], 0x20));
+    _mm256_storeu_ps(dst + (k + 4) * NR, _mm256_permute2f128_ps(u[k], u[4 + k], 0x31));
+  }
+}
+
 // Ap[panel][k][0..MR) = A[i0 + panel*MR + r, p0 + k], zero past row mc.
 void pack_a(int64_t mc, int64_t kc, const float* A, int64_t rs, int64_t cs, float* Ap) {
   const int64_t full = mc / MR * MR;  // rows in full panels
@@ -116,6 +137,16 @@ void pack_a(int64_t mc, int64_t kc, const float* A, int64_t rs, int64_t cs, floa
 void pack_b_panel(int64_t n, int64_t kc, const float* B, int64_t rs, int64_t cs, float* dst) {
   if (n == NR && cs == 1) {
     for (int64_t k = 0; k < kc; ++k) std::memcpy(dst + k * NR, B + k * rs, NR * sizeof(float));
+    return;
+  }
+  if (rs == 1 && n == NR) {  // columns of B are contiguous: transpose 8 x 8 blocks in registers
+    int64_t k = 0;
+    for (; k + 8 <= kc; k += 8) {
+      transpose_8x8(B + k, cs, dst + k * NR);
+      transpose_8x8(B + 8 * cs + k, cs, dst + k * NR + 8);
+    }
+    for (; k < kc; ++k)
+      for (int64_t c = 0; c < NR; ++c) dst[k * NR + c] = B[c * cs + k];
     return;
   }
   if (rs == 1) {  // columns of B are contiguous: walk them
