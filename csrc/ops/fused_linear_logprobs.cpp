@@ -11,9 +11,14 @@
 // (the `cache` output, [N, cache_cols], saved for backward); backward reads those tiles instead of
 // recomputing them, one GEMM of four saved per cached tile. alignkit.ops picks cache_cols from a
 // byte budget (ALIGNKIT_FUSED_CACHE_BYTES) and passes 0 when no gradient is needed.
+#include <cstdint>
 #include <cstdlib>
 #include <utility>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "alignkit/sgemm.h"
 #include "common.h"
@@ -58,6 +63,25 @@ int64_t tile_cols(int64_t rows, int64_t V, int64_t elem_size, bool cuda) {
 // with 1984-column ones (medians of 6 interleaved fwd calls: 1.94 vs 1.82 s).
 int64_t tile_ld(int64_t tv, int64_t elem_size, bool cuda) {
   return !cuda && (tv * elem_size) % 4096 == 0 ? tv + 64 / elem_size : tv;
+}
+
+// at::empty(sizes, opts), with the 2 MB-aligned interior of a CPU allocation advised into
+// transparent huge pages before anything touches it (Linux's THP mode is commonly `madvise`, as on
+// the dev box, so plain allocations get 4 KB pages). For the op's large buffers: the tile (32 MB, walked by the GEMMs and
+// packs with 8 KB row strides, which on 4 KB pages needs 8,192 TLB entries against Zen 3's 2,048),
+// the kept logits and both gradients; each of them would otherwise also fault in page by page on
+// every call. See benchmarks/README.md for the effect.
+at::Tensor empty_huge(at::IntArrayRef sizes, const at::TensorOptions& opts) {
+  at::Tensor t = at::empty(sizes, opts);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr std::uintptr_t kHuge = std::uintptr_t(2) << 20;
+  const auto begin = reinterpret_cast<std::uintptr_t>(t.data_ptr()), end = begin + t.nbytes();
+  const std::uintptr_t first = (begin + kHuge - 1) / kHuge * kHuge, last = end / kHuge * kHuge;
+  if (t.is_cpu() && last > first) {
+    madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);  // a hint: failure is harmless
+  }
+#endif
+  return t;
 }
 
 // The tile [Nv, n] at the front of `buf`, rows ld apart.
@@ -173,7 +197,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs
               weight.size(0), "], got ", cache_cols);
   const Problem p = make_problem(hidden, weight, labels, ignore_index);
   // logits of columns [split, V), kept for backward (which then skips their recompute GEMM)
-  at::Tensor cache = at::empty({p.N, cache_cols}, hidden.options().dtype(p.compute));
+  at::Tensor cache = empty_huge({p.N, cache_cols}, hidden.options().dtype(p.compute));
   const int64_t split = p.V - cache_cols;
   cache.view(-1).narrow(0, p.Nv * cache_cols, (p.N - p.Nv) * cache_cols).zero_();  // rows past Nv: unused
   const auto opts = hidden.options().dtype(p.acc);
@@ -183,7 +207,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs
   if (p.Nv > 0) {
     const int64_t elem = at::elementSize(p.compute);
     const int64_t tv = tile_cols(p.Nv, p.V, elem, hidden.is_cuda()), ld = tile_ld(tv, elem, hidden.is_cuda());
-    at::Tensor buf = at::empty({p.Nv * ld}, hidden.options().dtype(p.compute)), w_tile;
+    at::Tensor buf = empty_huge({p.Nv * ld}, hidden.options().dtype(p.compute)), w_tile;
     const at::Tensor kept = cache_rows(cache, p);  // [Nv, cache_cols]
     for (const auto& [v0, n] : vocab_tiles(p.V, tv, split)) {
       const at::Tensor z = logits_tile(p, weight, bias, v0, n, ld, buf, w_tile);
@@ -224,8 +248,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs_bwd(
   }
   const int64_t H = hidden.size(1);
   // fp32 accumulators; grad_weight is written tile by tile, so it can live in the compute dtype.
-  at::Tensor gh = needs_hidden ? at::zeros({p.Nv, H}, acc_opts) : at::Tensor();
-  at::Tensor gw = needs_weight ? at::zeros({p.V, H}, hidden.options().dtype(p.compute)) : at::Tensor();
+  at::Tensor gh = needs_hidden ? empty_huge({p.Nv, H}, acc_opts).zero_() : at::Tensor();
+  at::Tensor gw = needs_weight ? empty_huge({p.V, H}, hidden.options().dtype(p.compute)).zero_() : at::Tensor();
   at::Tensor gb = needs_bias && has_bias ? at::zeros({p.V}, acc_opts) : at::Tensor();
   if (p.Nv > 0 && (needs_hidden || needs_weight || gb.defined())) {
     TORCH_CHECK(cache.size(1) == 0 || cache.scalar_type() == p.compute, "alignkit: `cache` must have dtype ",
@@ -234,7 +258,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs_bwd(
     const int64_t tv = tile_cols(p.Nv, p.V, elem, hidden.is_cuda()), ld = tile_ld(tv, elem, hidden.is_cuda());
     const int64_t split = p.V - cache.size(1);
     const at::Tensor kept = cache_rows(cache, p);  // [Nv, cache_cols]
-    at::Tensor buf = at::empty({p.Nv * ld}, hidden.options().dtype(p.compute)), w_tile;
+    at::Tensor buf = empty_huge({p.Nv * ld}, hidden.options().dtype(p.compute)), w_tile;
     for (const auto& [v0, n] : vocab_tiles(p.V, tv, split)) {
       at::Tensor z;
       if (v0 >= split) {  // logits kept by the forward: copied, as grad_tile works in place
