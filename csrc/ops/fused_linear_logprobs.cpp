@@ -67,10 +67,10 @@ int64_t tile_ld(int64_t tv, int64_t elem_size, bool cuda) {
 
 // at::empty(sizes, opts), with the 2 MB-aligned interior of a CPU allocation advised into
 // transparent huge pages before anything touches it (Linux's THP mode is commonly `madvise`, as on
-// the dev box, so plain allocations get 4 KB pages). For the op's large buffers: the tile (32 MB, walked by the GEMMs and
-// packs with 8 KB row strides, which on 4 KB pages needs 8,192 TLB entries against Zen 3's 2,048),
-// the kept logits and both gradients; each of them would otherwise also fault in page by page on
-// every call. See benchmarks/README.md for the effect.
+// the dev box, so plain allocations get 4 KB pages). For the op's large buffers: the tile (32 MB,
+// walked by the GEMMs and packs with 8 KB row strides, which on 4 KB pages needs 8,192 TLB entries
+// against Zen 3's 2,048), the kept logits and both gradients; each of them would otherwise also
+// fault in page by page on every call. See benchmarks/README.md for the effect.
 at::Tensor empty_huge(at::IntArrayRef sizes, const at::TensorOptions& opts) {
   at::Tensor t = at::empty(sizes, opts);
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
@@ -84,10 +84,21 @@ at::Tensor empty_huge(at::IntArrayRef sizes, const at::TensorOptions& opts) {
   return t;
 }
 
-// The tile [Nv, n] at the front of `buf`, rows ld apart.
-at::Tensor tile_view(at::Tensor& buf, int64_t rows, int64_t n, int64_t ld) {
-  return buf.narrow(0, 0, rows * ld).view({rows, ld}).narrow(1, 0, n);
-}
+// The buffer one vocabulary tile at a time lives in: tiles of at most tv columns, rows ld apart.
+struct TileBuffer {
+  int64_t tv, ld;
+  at::Tensor buf;
+
+  TileBuffer(int64_t rows, int64_t V, const at::TensorOptions& opts) {
+    const int64_t elem = c10::elementSize(c10::typeMetaToScalarType(opts.dtype()));
+    const bool cuda = opts.device().is_cuda();
+    tv = tile_cols(rows, V, elem, cuda);
+    ld = tile_ld(tv, elem, cuda);
+    buf = empty_huge({rows * ld}, opts);
+  }
+  // The tile [rows, n] at the front of the buffer.
+  at::Tensor view(int64_t rows, int64_t n) { return buf.narrow(0, 0, rows * ld).view({rows, ld}).narrow(1, 0, n); }
+};
 
 void check_inputs(const at::Tensor& hidden, const at::Tensor& weight,
                   const std::optional<at::Tensor>& bias, const at::Tensor& labels,
@@ -154,12 +165,12 @@ at::Tensor weight_tile(const Problem& p, const at::Tensor& weight, int64_t v0, i
   return weight.narrow(0, v0, n).to(p.compute).contiguous();
 }
 
-// logits tile [Nv, tv] (rows ld apart) = h @ W[v0:v0+tv].T (+ b[v0:v0+tv]) written into `buf`.
+// logits tile [Nv, tv] = h @ W[v0:v0+tv].T (+ b[v0:v0+tv]) written into `tiles`.
 at::Tensor logits_tile(const Problem& p, const at::Tensor& weight,
-                       const std::optional<at::Tensor>& bias, int64_t v0, int64_t tv, int64_t ld,
-                       at::Tensor& buf, at::Tensor& w_tile) {
+                       const std::optional<at::Tensor>& bias, int64_t v0, int64_t tv, TileBuffer& tiles,
+                       at::Tensor& w_tile) {
   w_tile = weight_tile(p, weight, v0, tv);
-  at::Tensor z = tile_view(buf, p.Nv, tv, ld);
+  at::Tensor z = tiles.view(p.Nv, tv);
   const bool has_bias = bias.has_value() && bias->defined();
   if (has_bias) z.copy_(bias->narrow(0, v0, tv).to(p.compute).unsqueeze(0).expand({p.Nv, tv}));
   gemm(z, p.h, w_tile.t(), has_bias ? 1.f : 0.f);
@@ -205,14 +216,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs
              zy = at::empty({p.Nv}, opts), logp = at::empty({p.Nv}, opts),
              lse = at::empty({p.Nv}, opts), ent = at::zeros({p.Nv}, opts);
   if (p.Nv > 0) {
-    const int64_t elem = at::elementSize(p.compute);
-    const int64_t tv = tile_cols(p.Nv, p.V, elem, hidden.is_cuda()), ld = tile_ld(tv, elem, hidden.is_cuda());
-    at::Tensor buf = empty_huge({p.Nv * ld}, hidden.options().dtype(p.compute)), w_tile;
+    TileBuffer tiles(p.Nv, p.V, hidden.options().dtype(p.compute));
+    at::Tensor w_tile;
     const at::Tensor kept = cache_rows(cache, p);  // [Nv, cache_cols]
-    for (const auto& [v0, n] : vocab_tiles(p.V, tv, split)) {
-      const at::Tensor z = logits_tile(p, weight, bias, v0, n, ld, buf, w_tile);
+    for (const auto& [v0, n] : vocab_tiles(p.V, tiles.tv, split)) {
+      const at::Tensor z = logits_tile(p, weight, bias, v0, n, tiles, w_tile);
       if (v0 >= split) kept.narrow(1, v0 - split, n).copy_(z);
-      const LseTileArgs a{z, RowLayout{ld, nullptr}, p.y, v0, ignore_index, 1.0 / temperature,
+      const LseTileArgs a{z, RowLayout{tiles.ld, nullptr}, p.y, v0, ignore_index, 1.0 / temperature,
                           with_entropy, v0 == 0, v0 + n >= p.V, m, s, t, zy, logp, lse, ent};
       AK_DEVICE_CALL(z, lse_tile, a);
     }
@@ -254,20 +264,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs_bwd(
   if (p.Nv > 0 && (needs_hidden || needs_weight || gb.defined())) {
     TORCH_CHECK(cache.size(1) == 0 || cache.scalar_type() == p.compute, "alignkit: `cache` must have dtype ",
                 p.compute, ", got ", cache.scalar_type());
-    const int64_t elem = at::elementSize(p.compute);
-    const int64_t tv = tile_cols(p.Nv, p.V, elem, hidden.is_cuda()), ld = tile_ld(tv, elem, hidden.is_cuda());
     const int64_t split = p.V - cache.size(1);
     const at::Tensor kept = cache_rows(cache, p);  // [Nv, cache_cols]
-    at::Tensor buf = empty_huge({p.Nv * ld}, hidden.options().dtype(p.compute)), w_tile;
-    for (const auto& [v0, n] : vocab_tiles(p.V, tv, split)) {
+    TileBuffer tiles(p.Nv, p.V, hidden.options().dtype(p.compute));
+    at::Tensor w_tile;
+    for (const auto& [v0, n] : vocab_tiles(p.V, tiles.tv, split)) {
       at::Tensor z;
       if (v0 >= split) {  // logits kept by the forward: copied, as grad_tile works in place
-        z = tile_view(buf, p.Nv, n, ld).copy_(kept.narrow(1, v0 - split, n));
+        z = tiles.view(p.Nv, n).copy_(kept.narrow(1, v0 - split, n));
         w_tile = weight_tile(p, weight, v0, n);
       } else {
-        z = logits_tile(p, weight, bias, v0, n, ld, buf, w_tile);
+        z = logits_tile(p, weight, bias, v0, n, tiles, w_tile);
       }
-      const GradTileArgs a{z, RowLayout{ld, nullptr}, p.y, v0, ignore_index, 1.0 / temperature,
+      const GradTileArgs a{z, RowLayout{tiles.ld, nullptr}, p.y, v0, ignore_index, 1.0 / temperature,
                            l, h_ent, g, ge.defined() ? &ge : nullptr, z};
       AK_DEVICE_CALL(z, grad_tile, a);  // z now holds d loss / d logits of the tile
       if (needs_weight) {
