@@ -97,7 +97,9 @@ struct TileBuffer {
     buf = empty_huge({rows * ld}, opts);
   }
   // The tile [rows, n] at the front of the buffer.
-  at::Tensor view(int64_t rows, int64_t n) { return buf.narrow(0, 0, rows * ld).view({rows, ld}).narrow(1, 0, n); }
+  at::Tensor view(int64_t rows, int64_t n) {
+    return buf.narrow(0, 0, rows * ld).view({rows, ld}).narrow(1, 0, n);
+  }
 };
 
 void check_inputs(const at::Tensor& hidden, const at::Tensor& weight,
@@ -258,8 +260,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs_bwd(
   }
   const int64_t H = hidden.size(1);
   // fp32 accumulators; grad_weight is written tile by tile, so it can live in the compute dtype.
+  // Every vocabulary tile overwrites its rows of grad_weight whole: it needs zeros only when no
+  // tile runs (every row ignored).
   at::Tensor gh = needs_hidden ? empty_huge({p.Nv, H}, acc_opts).zero_() : at::Tensor();
-  at::Tensor gw = needs_weight ? empty_huge({p.V, H}, hidden.options().dtype(p.compute)).zero_() : at::Tensor();
+  at::Tensor gw = needs_weight ? empty_huge({p.V, H}, hidden.options().dtype(p.compute)) : at::Tensor();
+  if (needs_weight && p.Nv == 0) gw.zero_();
   at::Tensor gb = needs_bias && has_bias ? at::zeros({p.V}, acc_opts) : at::Tensor();
   if (p.Nv > 0 && (needs_hidden || needs_weight || gb.defined())) {
     TORCH_CHECK(cache.size(1) == 0 || cache.scalar_type() == p.compute, "alignkit: `cache` must have dtype ",
