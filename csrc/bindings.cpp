@@ -15,13 +15,21 @@ TORCH_LIBRARY(alignkit, m) {
   m.def("logprobs_bwd(Tensor grad_logp, Tensor? grad_entropy, Tensor logits, Tensor labels, "
         "Tensor lse, Tensor entropy, int ignore_index, float temperature) -> Tensor");
   // logprobs of hidden @ weight.T + bias without the [N, V] logits → (logp, lse, entropy) [N] and
-  // `cache` [N, cache_cols]: the logits of the last cache_cols vocabulary columns, kept for backward.
+  // `cache` [N, cache_cols]: the logits of the last cache_cols vocabulary columns, kept for backward
+  // (stored tile by tile: only the _bwd ops read it).
   m.def("fused_linear_logprobs_fwd(Tensor hidden, Tensor weight, Tensor? bias, Tensor labels, "
         "int ignore_index, float temperature, bool with_entropy, int cache_cols) "
         "-> (Tensor, Tensor, Tensor, Tensor)");
-  // (grad_hidden, grad_weight, grad_bias); a grad not asked for is an empty [0] tensor.
+  // (grad_hidden, grad_weight, grad_bias); a grad not asked for is an empty [0] tensor. `cache` is
+  // the forward's, or [0, cache_cols] when an earlier backward consumed it (its tiles are recomputed).
   m.def("fused_linear_logprobs_bwd(Tensor grad_logp, Tensor? grad_entropy, Tensor hidden, "
         "Tensor weight, Tensor? bias, Tensor labels, Tensor lse, Tensor entropy, Tensor cache, "
+        "int ignore_index, float temperature, bool needs_hidden, bool needs_weight, bool needs_bias) "
+        "-> (Tensor, Tensor, Tensor)");
+  // The same, consuming `cache`: gradients are computed in place in it and its pages released (on
+  // CPU), so it holds garbage afterwards. What the autograd formula calls on real tensors.
+  m.def("fused_linear_logprobs_bwd_consume(Tensor grad_logp, Tensor? grad_entropy, Tensor hidden, "
+        "Tensor weight, Tensor? bias, Tensor labels, Tensor lse, Tensor entropy, Tensor(a!) cache, "
         "int ignore_index, float temperature, bool needs_hidden, bool needs_weight, bool needs_bias) "
         "-> (Tensor, Tensor, Tensor)");
   // DPO on [B] sequence log-probs → (losses, chosen_rewards, rejected_rewards, dloss_dh), the last
@@ -53,19 +61,20 @@ TORCH_LIBRARY(alignkit, m) {
 }
 
 // The drivers in csrc/ops are device-generic: they validate, allocate and call cpu:: or cuda::.
-#define ALIGNKIT_IMPLS(m)                                                   \
-  m.impl("logprobs_fwd", &alignkit::logprobs_fwd);                          \
-  m.impl("logprobs_bwd", &alignkit::logprobs_bwd);                          \
-  m.impl("fused_linear_logprobs_fwd", &alignkit::fused_linear_logprobs_fwd); \
-  m.impl("fused_linear_logprobs_bwd", &alignkit::fused_linear_logprobs_bwd); \
-  m.impl("dpo_loss_fwd", &alignkit::dpo_loss_fwd);                          \
-  m.impl("dpo_loss_bwd", &alignkit::dpo_loss_bwd);                          \
-  m.impl("ppo_loss_fwd", &alignkit::ppo_loss_fwd);                          \
-  m.impl("ppo_loss_bwd", &alignkit::ppo_loss_bwd);                          \
-  m.impl("value_loss_fwd", &alignkit::value_loss_fwd);                      \
-  m.impl("value_loss_bwd", &alignkit::value_loss_bwd);                      \
-  m.impl("gae", &alignkit::gae);                                            \
-  m.impl("masked_whiten_fwd", &alignkit::masked_whiten_fwd);                \
+#define ALIGNKIT_IMPLS(m)                                                                    \
+  m.impl("logprobs_fwd", &alignkit::logprobs_fwd);                                           \
+  m.impl("logprobs_bwd", &alignkit::logprobs_bwd);                                           \
+  m.impl("fused_linear_logprobs_fwd", &alignkit::fused_linear_logprobs_fwd);                 \
+  m.impl("fused_linear_logprobs_bwd", &alignkit::fused_linear_logprobs_bwd);                 \
+  m.impl("fused_linear_logprobs_bwd_consume", &alignkit::fused_linear_logprobs_bwd_consume); \
+  m.impl("dpo_loss_fwd", &alignkit::dpo_loss_fwd);                                           \
+  m.impl("dpo_loss_bwd", &alignkit::dpo_loss_bwd);                                           \
+  m.impl("ppo_loss_fwd", &alignkit::ppo_loss_fwd);                                           \
+  m.impl("ppo_loss_bwd", &alignkit::ppo_loss_bwd);                                           \
+  m.impl("value_loss_fwd", &alignkit::value_loss_fwd);                                       \
+  m.impl("value_loss_bwd", &alignkit::value_loss_bwd);                                       \
+  m.impl("gae", &alignkit::gae);                                                             \
+  m.impl("masked_whiten_fwd", &alignkit::masked_whiten_fwd);                                 \
   m.impl("masked_whiten_bwd", &alignkit::masked_whiten_bwd);
 
 TORCH_LIBRARY_IMPL(alignkit, CPU, m) { ALIGNKIT_IMPLS(m) }

@@ -3,6 +3,7 @@
 //   for jc over N in NC columns            B block [KC, NC] packed into 16-column panels (shared)
 //     for pc over K in KC steps
 //       for ic over M in MC rows  (threads)  A block [MC, KC] packed into 6-row panels (per thread)
+//                                            blocks and B panels are claimed from shared counters
 //         for jr, ir: 6x16 micro-kernel     12 ymm accumulators, kc rank-1 updates
 //
 // Edge tiles are computed in full on zero-padded panels and written back clipped, so no read or
@@ -13,6 +14,7 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -239,14 +241,18 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t rs_a, int64_
       const int64_t kc = std::min(kc_blk, K - pc);
       const float b_beta = (pc == 0) ? beta : 1.f;
       float* bp = Bp.get();
-      at::parallel_for(0, n_panels, 1, [&](int64_t p0, int64_t p1) {
-        for (int64_t p = p0; p < p1; ++p)
+      // Threads claim B panels and row blocks from shared counters instead of fixed shares, so one
+      // slowed by the VM's neighbours does not leave the other waiting at the end of the region
+      // (fwd+bwd at the bench shape: median paired difference -0.5%, 7 of 10 pairs faster).
+      std::atomic<int64_t> next_panel{0}, next_block{0};
+      at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+        for (int64_t p; (p = next_panel.fetch_add(1, std::memory_order_relaxed)) < n_panels;)
           pack_b_panel(std::min(NR, nc - p * NR), kc, B + pc * rs_b + (jc + p * NR) * cs_b, rs_b, cs_b,
                        bp + p * NR * kc);
       });
-      at::parallel_for(0, n_ic, 1, [&](int64_t b0, int64_t b1) {
+      at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
         float* ap = Aps[std::min<int64_t>(at::get_thread_num(), threads - 1)].get();
-        for (int64_t b = b0; b < b1; ++b) {
+        for (int64_t b; (b = next_block.fetch_add(1, std::memory_order_relaxed)) < n_ic;) {
           const int64_t ic = b * mc_blk, mc = std::min(mc_blk, M - ic);
           pack_a(mc, kc, A + ic * rs_a + pc * cs_a, rs_a, cs_a, ap);
           for (int64_t jr = 0; jr < nc; jr += NR) {

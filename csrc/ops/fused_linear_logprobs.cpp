@@ -3,21 +3,30 @@
 // The vocabulary is walked in tiles of `tv` columns: each tile of logits [Nv, tv] is produced by
 // one GEMM (fp32 on CPU: the blocked cpu::sgemm; otherwise at::mm, i.e. cuBLAS on CUDA), folded
 // into per-row online log-sum-exp state by the device's lse_tile kernel, and dropped. Backward
-// recomputes each tile, turns it into d loss / d logits in place (grad_tile) and feeds two GEMMs:
+// recomputes each tile, turns it into d loss / d logits (grad_tile) and feeds two GEMMs:
 // grad_hidden += G @ W_tile and grad_weight[tile] = G^T @ hidden. Ignored rows (label ==
 // ignore_index) are removed up front.
 //
 // Memory for speed: the forward may keep the logits of the last `cache_cols` vocabulary columns
-// (the `cache` output, [N, cache_cols], saved for backward); backward reads those tiles instead of
-// recomputing them, one GEMM of four saved per cached tile. alignkit.ops picks cache_cols from a
-// byte budget (ALIGNKIT_FUSED_CACHE_BYTES) and passes 0 when no gradient is needed.
+// (the `cache` output, saved for backward); backward reads those tiles instead of recomputing them,
+// one GEMM of four saved per kept tile. alignkit.ops picks cache_cols from a byte budget
+// (ALIGNKIT_FUSED_CACHE_BYTES) and passes 0 when no gradient is needed. The kept tiles are written
+// by the forward GEMM straight into the cache, after the tile buffer of the others is freed.
+// Backward handles them first; its consuming variant (fused_linear_logprobs_bwd_consume, what the
+// autograd formula calls on real tensors) turns each kept tile into its gradient in place and gives
+// its pages back to the OS, so the cache shrinks while grad_weight grows, and the tile buffer is only
+// allocated once the cache is gone. A cache of shape [0, cache_cols] stands for kept logits that an
+// earlier backward consumed: those tiles are recomputed, in the same tiles and order, so every
+// backward over one graph gives bitwise the same gradients.
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
-#include <utility>
+#include <optional>
 #include <vector>
 
 #if defined(__linux__)
 #include <sys/mman.h>
+#include <unistd.h>
 #endif
 
 #include "alignkit/sgemm.h"
@@ -84,16 +93,25 @@ at::Tensor empty_huge(at::IntArrayRef sizes, const at::TensorOptions& opts) {
   return t;
 }
 
+// Gives the whole pages inside a contiguous CPU tensor back to the OS (MADV_DONTNEED: they read as
+// zeros afterwards and no longer count in the process's memory). For kept logits backward consumed.
+void release_pages(const at::Tensor& t) {
+#if defined(__linux__) && defined(MADV_DONTNEED)
+  if (!t.is_cpu() || t.numel() == 0) return;
+  const auto page = static_cast<std::uintptr_t>(sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<std::uintptr_t>(t.data_ptr()), end = begin + t.nbytes();
+  const std::uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+#endif
+}
+
 // The buffer one vocabulary tile at a time lives in: tiles of at most tv columns, rows ld apart.
 struct TileBuffer {
-  int64_t tv, ld;
+  int64_t ld;
   at::Tensor buf;
 
-  TileBuffer(int64_t rows, int64_t V, const at::TensorOptions& opts) {
-    const int64_t elem = c10::elementSize(c10::typeMetaToScalarType(opts.dtype()));
-    const bool cuda = opts.device().is_cuda();
-    tv = tile_cols(rows, V, elem, cuda);
-    ld = tile_ld(tv, elem, cuda);
+  TileBuffer(int64_t rows, int64_t tv, const at::TensorOptions& opts) {
+    ld = tile_ld(tv, c10::elementSize(c10::typeMetaToScalarType(opts.dtype())), opts.device().is_cuda());
     buf = empty_huge({rows * ld}, opts);
   }
   // The tile [rows, n] at the front of the buffer.
@@ -167,16 +185,13 @@ at::Tensor weight_tile(const Problem& p, const at::Tensor& weight, int64_t v0, i
   return weight.narrow(0, v0, n).to(p.compute).contiguous();
 }
 
-// logits tile [Nv, tv] = h @ W[v0:v0+tv].T (+ b[v0:v0+tv]) written into `tiles`.
-at::Tensor logits_tile(const Problem& p, const at::Tensor& weight,
-                       const std::optional<at::Tensor>& bias, int64_t v0, int64_t tv, TileBuffer& tiles,
-                       at::Tensor& w_tile) {
-  w_tile = weight_tile(p, weight, v0, tv);
-  at::Tensor z = tiles.view(p.Nv, tv);
+// z [Nv, n] (unit column stride) = h @ W[v0:v0+n].T (+ b[v0:v0+n]); w_tile = W[v0:v0+n].
+void logits_into(at::Tensor& z, const Problem& p, const at::Tensor& weight,
+                 const std::optional<at::Tensor>& bias, int64_t v0, int64_t n, at::Tensor& w_tile) {
+  w_tile = weight_tile(p, weight, v0, n);
   const bool has_bias = bias.has_value() && bias->defined();
-  if (has_bias) z.copy_(bias->narrow(0, v0, tv).to(p.compute).unsqueeze(0).expand({p.Nv, tv}));
+  if (has_bias) z.copy_(bias->narrow(0, v0, n).to(p.compute).unsqueeze(0).expand({p.Nv, n}));
   gemm(z, p.h, w_tile.t(), has_bias ? 1.f : 0.f);
-  return z;
 }
 
 at::Tensor scatter_rows(const Problem& p, const at::Tensor& v, const at::TensorOptions& opts) {
@@ -185,18 +200,27 @@ at::Tensor scatter_rows(const Problem& p, const at::Tensor& v, const at::TensorO
   return out.index_copy_(0, p.idx, v);
 }
 
-// Vocabulary tiles [v0, v0 + n) of at most tv columns. None straddles `split`, the first column
-// whose logits the forward keeps in the cache, so backward reads a tile whole or recomputes it.
-std::vector<std::pair<int64_t, int64_t>> vocab_tiles(int64_t V, int64_t tv, int64_t split) {
-  std::vector<std::pair<int64_t, int64_t>> tiles;
-  for (int64_t v0 = 0; v0 < split; v0 += tv) tiles.emplace_back(v0, std::min(tv, split - v0));
-  for (int64_t v0 = split; v0 < V; v0 += tv) tiles.emplace_back(v0, std::min(tv, V - v0));
+struct VocabTile {
+  int64_t v0, n;
+  bool kept;  // in [split, V): its logits live in the cache
+};
+
+// Vocabulary tiles [v0, v0 + n): [0, split) in tiles of at most tv columns, then the kept columns
+// [split, V). Kept tiles are stored whole (rows n apart, see kept_block), so where tv columns would
+// put rows a multiple of 4 KB apart they are narrowed by one cache line instead of padded (tile_ld).
+std::vector<VocabTile> vocab_tiles(int64_t V, int64_t tv, int64_t split, int64_t elem_size, bool cuda) {
+  std::vector<VocabTile> tiles;
+  for (int64_t v0 = 0; v0 < split; v0 += tv) tiles.push_back({v0, std::min(tv, split - v0), false});
+  const int64_t tk = tile_ld(tv, elem_size, cuda) == tv ? tv : tv - 64 / elem_size;
+  for (int64_t v0 = split; v0 < V; v0 += tk) tiles.push_back({v0, std::min(tk, V - v0), true});
   return tiles;
 }
 
-// The cache's valid rows: [Nv, Vc] at the front of the [N, Vc] buffer.
-at::Tensor cache_rows(const at::Tensor& cache, const Problem& p) {
-  return cache.view(-1).narrow(0, 0, p.Nv * cache.size(1)).view({p.Nv, cache.size(1)});
+// The cache [N, cache_cols] (V - split = cache_cols) holds kept tile [v0, v0 + n) as one contiguous
+// [N, n] block at element offset N * (v0 - split); its first Nv rows are the valid rows' logits.
+at::Tensor kept_block(const at::Tensor& cache, int64_t split, const VocabTile& t) {
+  const int64_t N = cache.size(0);
+  return cache.view(-1).narrow(0, N * (t.v0 - split), N * t.n).view({N, t.n});
 }
 
 }  // namespace
@@ -209,45 +233,57 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs
   TORCH_CHECK(cache_cols >= 0 && cache_cols <= weight.size(0), "alignkit: `cache_cols` must be in [0, V = ",
               weight.size(0), "], got ", cache_cols);
   const Problem p = make_problem(hidden, weight, labels, ignore_index);
+  const auto copts = hidden.options().dtype(p.compute);
   // logits of columns [split, V), kept for backward (which then skips their recompute GEMM)
-  at::Tensor cache = empty_huge({p.N, cache_cols}, hidden.options().dtype(p.compute));
+  at::Tensor cache = empty_huge({p.N, cache_cols}, copts);
   const int64_t split = p.V - cache_cols;
-  cache.view(-1).narrow(0, p.Nv * cache_cols, (p.N - p.Nv) * cache_cols).zero_();  // rows past Nv: unused
   const auto opts = hidden.options().dtype(p.acc);
   at::Tensor m = at::empty({p.Nv}, opts), s = at::empty({p.Nv}, opts), t = at::empty({p.Nv}, opts),
              zy = at::empty({p.Nv}, opts), logp = at::empty({p.Nv}, opts),
              lse = at::empty({p.Nv}, opts), ent = at::zeros({p.Nv}, opts);
+  if (p.Nv == 0) cache.zero_();
   if (p.Nv > 0) {
-    TileBuffer tiles(p.Nv, p.V, hidden.options().dtype(p.compute));
+    const int64_t elem = c10::elementSize(p.compute), tv = tile_cols(p.Nv, p.V, elem, hidden.is_cuda());
+    std::optional<TileBuffer> buf;
+    if (split > 0) buf.emplace(p.Nv, tv, copts);
     at::Tensor w_tile;
-    const at::Tensor kept = cache_rows(cache, p);  // [Nv, cache_cols]
-    for (const auto& [v0, n] : vocab_tiles(p.V, tiles.tv, split)) {
-      const at::Tensor z = logits_tile(p, weight, bias, v0, n, tiles, w_tile);
-      if (v0 >= split) kept.narrow(1, v0 - split, n).copy_(z);
-      const LseTileArgs a{z, RowLayout{tiles.ld, nullptr}, p.y, v0, ignore_index, 1.0 / temperature,
-                          with_entropy, v0 == 0, v0 + n >= p.V, m, s, t, zy, logp, lse, ent};
+    for (const VocabTile& tile : vocab_tiles(p.V, tv, split, elem, hidden.is_cuda())) {
+      at::Tensor z;
+      if (tile.kept) {
+        buf.reset();  // the tiles that backward recomputes are done: free their buffer before the cache fills
+        const at::Tensor block = kept_block(cache, split, tile);  // [N, n]
+        block.narrow(0, p.Nv, p.N - p.Nv).zero_();               // rows of ignored labels: unused
+        z = block.narrow(0, 0, p.Nv);
+      } else {
+        z = buf->view(p.Nv, tile.n);
+      }
+      logits_into(z, p, weight, bias, tile.v0, tile.n, w_tile);
+      const LseTileArgs a{z, RowLayout{z.stride(0), nullptr}, p.y, tile.v0, ignore_index, 1.0 / temperature,
+                          with_entropy, tile.v0 == 0, tile.v0 + tile.n >= p.V, m, s, t, zy, logp, lse, ent};
       AK_DEVICE_CALL(z, lse_tile, a);
     }
   }
   return {scatter_rows(p, logp, opts), scatter_rows(p, lse, opts), scatter_rows(p, ent, opts), cache};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs_bwd(
+namespace {
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_bwd(
     const at::Tensor& grad_logp, const std::optional<at::Tensor>& grad_entropy,
     const at::Tensor& hidden, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
     const at::Tensor& labels, const at::Tensor& lse, const at::Tensor& entropy, const at::Tensor& cache,
-    int64_t ignore_index, double temperature, bool needs_hidden, bool needs_weight,
-    bool needs_bias) {
+    int64_t ignore_index, double temperature, bool needs_hidden, bool needs_weight, bool needs_bias,
+    bool consume) {
   check_inputs(hidden, weight, bias, labels, temperature);
   AK_CHECK_SHAPE("grad_logp", grad_logp, labels.sizes());
   AK_CHECK_SAME_DEVICE("cache", cache, hidden);
-  TORCH_CHECK(cache.dim() == 2 && cache.size(0) == hidden.size(0) && cache.size(1) <= weight.size(0) &&
-                  cache.is_contiguous(),
-              "alignkit: `cache` must be the contiguous [N, cache_cols <= V] tensor the forward returned, "
-              "got shape ", cache.sizes());
+  TORCH_CHECK(cache.dim() == 2 && (cache.size(0) == hidden.size(0) || cache.size(0) == 0) &&
+                  cache.size(1) <= weight.size(0) && cache.is_contiguous(),
+              "alignkit: `cache` must be the contiguous [N, cache_cols <= V] tensor the forward returned "
+              "(or [0, cache_cols] once consumed), got shape ", cache.sizes());
   const bool has_bias = bias.has_value() && bias->defined();
   const Problem p = make_problem(hidden, weight, labels, ignore_index);
-  const auto acc_opts = hidden.options().dtype(p.acc);
+  const auto acc_opts = hidden.options().dtype(p.acc), copts = hidden.options().dtype(p.compute);
   auto rows = [&](const at::Tensor& v) {
     at::Tensor f = v.to(p.acc).contiguous();
     return p.idx.defined() ? f.index_select(0, p.idx) : f;
@@ -263,36 +299,46 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs_bwd(
   // Every vocabulary tile overwrites its rows of grad_weight whole: it needs zeros only when no
   // tile runs (every row ignored).
   at::Tensor gh = needs_hidden ? empty_huge({p.Nv, H}, acc_opts).zero_() : at::Tensor();
-  at::Tensor gw = needs_weight ? empty_huge({p.V, H}, hidden.options().dtype(p.compute)) : at::Tensor();
+  at::Tensor gw = needs_weight ? empty_huge({p.V, H}, copts) : at::Tensor();
   if (needs_weight && p.Nv == 0) gw.zero_();
   at::Tensor gb = needs_bias && has_bias ? at::zeros({p.V}, acc_opts) : at::Tensor();
   if (p.Nv > 0 && (needs_hidden || needs_weight || gb.defined())) {
-    TORCH_CHECK(cache.size(1) == 0 || cache.scalar_type() == p.compute, "alignkit: `cache` must have dtype ",
+    const bool kept_logits = cache.size(0) > 0 && cache.size(1) > 0;
+    TORCH_CHECK(!kept_logits || cache.scalar_type() == p.compute, "alignkit: `cache` must have dtype ",
                 p.compute, ", got ", cache.scalar_type());
     const int64_t split = p.V - cache.size(1);
-    const at::Tensor kept = cache_rows(cache, p);  // [Nv, cache_cols]
-    TileBuffer tiles(p.Nv, p.V, hidden.options().dtype(p.compute));
+    const int64_t elem = c10::elementSize(p.compute), tv = tile_cols(p.Nv, p.V, elem, hidden.is_cuda());
+    std::vector<VocabTile> tiles = vocab_tiles(p.V, tv, split, elem, hidden.is_cuda());
+    // kept tiles first: consumed, they give their memory back before the tile buffer is needed
+    std::stable_partition(tiles.begin(), tiles.end(), [](const VocabTile& t) { return t.kept; });
+    std::optional<TileBuffer> buf;
     at::Tensor w_tile;
-    for (const auto& [v0, n] : vocab_tiles(p.V, tiles.tv, split)) {
-      at::Tensor z;
-      if (v0 >= split) {  // logits kept by the forward: copied, as grad_tile works in place
-        z = tiles.view(p.Nv, n).copy_(kept.narrow(1, v0 - split, n));
-        w_tile = weight_tile(p, weight, v0, n);
+    for (const VocabTile& tile : tiles) {
+      const bool in_place = tile.kept && kept_logits && consume;
+      if (!in_place && !buf) buf.emplace(p.Nv, tv, copts);
+      at::Tensor x, z;  // the tile's logits, and where its gradient goes (z may alias x)
+      if (tile.kept && kept_logits) {
+        x = kept_block(cache, split, tile).narrow(0, 0, p.Nv);
+        z = in_place ? x : buf->view(p.Nv, tile.n);
+        w_tile = weight_tile(p, weight, tile.v0, tile.n);
       } else {
-        z = logits_tile(p, weight, bias, v0, n, tiles, w_tile);
+        z = buf->view(p.Nv, tile.n);
+        logits_into(z, p, weight, bias, tile.v0, tile.n, w_tile);
+        x = z;
       }
-      const GradTileArgs a{z, RowLayout{tiles.ld, nullptr}, p.y, v0, ignore_index, 1.0 / temperature,
+      const GradTileArgs a{x, RowLayout{x.stride(0), nullptr}, p.y, tile.v0, ignore_index, 1.0 / temperature,
                            l, h_ent, g, ge.defined() ? &ge : nullptr, z};
       AK_DEVICE_CALL(z, grad_tile, a);  // z now holds d loss / d logits of the tile
       if (needs_weight) {
-        at::Tensor gw_tile = gw.narrow(0, v0, n);
+        at::Tensor gw_tile = gw.narrow(0, tile.v0, tile.n);
         gemm(gw_tile, z.t(), p.h, 0.f);
       }
       if (needs_hidden) gemm(gh, z, w_tile, 1.f);
       if (gb.defined()) {
-        at::Tensor gb_tile = gb.narrow(0, v0, n);
+        at::Tensor gb_tile = gb.narrow(0, tile.v0, tile.n);
         at::sum_out(gb_tile, z, {0}, false, p.acc);
       }
+      if (in_place) release_pages(kept_block(cache, split, tile));
     }
   }
   // Grads that were not asked for come back as empty [0] tensors (the schema has no optional returns).
@@ -307,6 +353,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs_bwd(
   if (needs_weight) grad_weight = gw.to(weight.scalar_type());
   if (gb.defined()) grad_bias = gb.to(bias->scalar_type());
   return {grad_hidden, grad_weight, grad_bias};
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs_bwd(
+    const at::Tensor& grad_logp, const std::optional<at::Tensor>& grad_entropy,
+    const at::Tensor& hidden, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+    const at::Tensor& labels, const at::Tensor& lse, const at::Tensor& entropy, const at::Tensor& cache,
+    int64_t ignore_index, double temperature, bool needs_hidden, bool needs_weight, bool needs_bias) {
+  return fused_bwd(grad_logp, grad_entropy, hidden, weight, bias, labels, lse, entropy, cache, ignore_index,
+                   temperature, needs_hidden, needs_weight, needs_bias, /*consume=*/false);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs_bwd_consume(
+    const at::Tensor& grad_logp, const std::optional<at::Tensor>& grad_entropy,
+    const at::Tensor& hidden, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+    const at::Tensor& labels, const at::Tensor& lse, const at::Tensor& entropy, at::Tensor& cache,
+    int64_t ignore_index, double temperature, bool needs_hidden, bool needs_weight, bool needs_bias) {
+  return fused_bwd(grad_logp, grad_entropy, hidden, weight, bias, labels, lse, entropy, cache, ignore_index,
+                   temperature, needs_hidden, needs_weight, needs_bias, /*consume=*/true);
 }
 
 }  // namespace alignkit

@@ -247,8 +247,9 @@ def test_fused_kept_logits_give_the_same_gradients(kernels, reference, monkeypat
 
 @pytest.mark.parametrize("cache_cols", [0, 1500])
 def test_fused_padded_tile_rows(kernels, reference, monkeypatch, cache_cols):
-    """1024-column fp32 tiles (rows 4 KB apart) are stored with padded rows on CPU; the forward GEMM,
-    the kept-logits copy, grad_tile and both backward GEMMs all read and write through that stride."""
+    """1024-column fp32 tiles (rows 4 KB apart) are stored with padded rows on CPU, and kept tiles are
+    narrowed to 1008 columns instead; the forward GEMM, lse_tile, grad_tile and both backward GEMMs
+    all read and write through those strides."""
     N, H, V = 40, 24, 2500
     h, w, b, y = _fused_inputs(N, H, V, torch.float32, "cpu", bias=True, seed=7)
     nv = int((y != -100).sum())
@@ -258,6 +259,44 @@ def test_fused_padded_tile_rows(kernels, reference, monkeypatch, cache_cols):
     ref64 = _run_fused(reference.fused_linear_logprobs, h, w, b, y, torch.float64, temperature=0.8)
     for name, k, r in zip(("logp", "entropy", "grad_hidden", "grad_weight", "grad_bias"), got, ref64):
         torch.testing.assert_close(k, r.float(), atol=2e-5, rtol=1e-4, msg=name)
+
+
+def test_fused_backward_consumes_only_the_kept_logits_it_owns(kernels, monkeypatch):
+    """The wrapper's backward computes the gradients of kept tiles in place and gives their pages back
+    (they read as zeros after); a direct caller of the op keeps an intact cache; the consuming op
+    and the pure one give bitwise the same gradients, as does a cache marked consumed ([0, cols])."""
+    N, H, V, cols = 64, 24, 3000, 2500
+    h, w, b, y = _fused_inputs(N, H, V, torch.float32, "cpu", bias=True, seed=9)
+    h, w, b = h.float(), w.float(), b.float()
+    nv = int((y != -100).sum())
+    monkeypatch.setenv("ALIGNKIT_TILE_BYTES", str(nv * 1024 * 4))  # tv = 1024: kept tiles of 1008 columns
+    monkeypatch.setenv("ALIGNKIT_FUSED_CACHE_BYTES", str(cols * N * 4))  # the wrapper keeps `cols` too
+    args = (h, w, b, y, -100, 1.0, True, cols)
+    _, lse, ent, cache = torch.ops.alignkit.fused_linear_logprobs_fwd(*args)
+    g, ge = torch.linspace(-1, 1, N), torch.linspace(1, 2, N)
+
+    def bwd(op, c):
+        return op(g, ge, h, w, b, y, lse, ent, c, -100, 1.0, True, True, True)
+
+    kept = cache.clone()
+    assert (kept == 0).float().mean() < 0.5  # logits, bar the rows of ignored labels
+    pure = bwd(torch.ops.alignkit.fused_linear_logprobs_bwd, cache)
+    assert torch.equal(cache, kept)
+    recomputed = bwd(torch.ops.alignkit.fused_linear_logprobs_bwd, cache[:0])
+    consumed = bwd(torch.ops.alignkit.fused_linear_logprobs_bwd_consume, cache)
+    assert (cache == 0).float().mean() > 0.9  # whole pages released
+    for a, c, d in zip(pure, recomputed, consumed):
+        assert torch.equal(a, c) and torch.equal(a, d)
+    # through autograd: the op called directly leaves its cache output alone
+    hh = h.clone().requires_grad_()
+    logp, _, _, cache = torch.ops.alignkit.fused_linear_logprobs_fwd(hh, w, b, y, -100, 1.0, True, cols)
+    kept = cache.detach().clone()
+    logp.sum().backward()
+    assert torch.equal(cache.detach(), kept)
+    # and the wrapper's backward, consuming, gives the pure op's gradient
+    hk = h.clone().requires_grad_()
+    kernels.fused_linear_logprobs(hk, w, y, bias=b).sum().backward()
+    torch.testing.assert_close(hk.grad, hh.grad, atol=0, rtol=0)
 
 
 def test_fused_matches_logprobs_batched_shape(kernels):
@@ -313,9 +352,9 @@ def test_fused_opcheck_and_compile(kernels, reference):
         _, lse, ent, cache = torch.ops.alignkit.fused_linear_logprobs_fwd(h.detach(), w.detach(), b.detach(), y,
                                                                          -100, 1.0, True, cache_cols)
         assert cache.shape == (6, cache_cols)
-        torch.library.opcheck(torch.ops.alignkit.fused_linear_logprobs_bwd,
-                              (torch.randn(6), torch.randn(6), h.detach(), w.detach(), b.detach(), y, lse,
-                               ent, cache, -100, 1.0, True, True, True))
+        for bwd in (torch.ops.alignkit.fused_linear_logprobs_bwd, torch.ops.alignkit.fused_linear_logprobs_bwd_consume):
+            torch.library.opcheck(bwd, (torch.randn(6), torch.randn(6), h.detach(), w.detach(), b.detach(), y, lse,
+                                        ent, cache.clone(), -100, 1.0, True, True, True))
 
     @torch.compile(fullgraph=True, backend="aot_eager")
     def f(h, w, b):

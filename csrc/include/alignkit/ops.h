@@ -37,6 +37,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs_bwd(
     const at::Tensor& hidden, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
     const at::Tensor& labels, const at::Tensor& lse, const at::Tensor& entropy, const at::Tensor& cache,
     int64_t ignore_index, double temperature, bool needs_hidden, bool needs_weight, bool needs_bias);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs_bwd_consume(
+    const at::Tensor& grad_logp, const std::optional<at::Tensor>& grad_entropy,
+    const at::Tensor& hidden, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+    const at::Tensor& labels, const at::Tensor& lse, const at::Tensor& entropy, at::Tensor& cache,
+    int64_t ignore_index, double temperature, bool needs_hidden, bool needs_weight, bool needs_bias);
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> dpo_loss_fwd(
     const at::Tensor& policy_chosen, const at::Tensor& policy_rejected,
