@@ -208,12 +208,18 @@ struct VocabTile {
 // Vocabulary tiles [v0, v0 + n): [0, split) in tiles of at most tv columns, then the kept columns
 // [split, V). Kept tiles are stored whole (rows n apart, see kept_block), so where tv columns would
 // put rows a multiple of 4 KB apart they are narrowed by one cache line instead of padded (tile_ld).
-std::vector<VocabTile> vocab_tiles(int64_t V, int64_t tv, int64_t split, int64_t elem_size, bool cuda) {
+struct Tiling {
+  int64_t tv;  // the widest tile: what a TileBuffer for them holds
   std::vector<VocabTile> tiles;
-  for (int64_t v0 = 0; v0 < split; v0 += tv) tiles.push_back({v0, std::min(tv, split - v0), false});
-  const int64_t tk = tile_ld(tv, elem_size, cuda) == tv ? tv : tv - 64 / elem_size;
-  for (int64_t v0 = split; v0 < V; v0 += tk) tiles.push_back({v0, std::min(tk, V - v0), true});
-  return tiles;
+};
+
+Tiling vocab_tiles(const Problem& p, int64_t split, bool cuda) {
+  const int64_t elem = c10::elementSize(p.compute), tv = tile_cols(p.Nv, p.V, elem, cuda);
+  Tiling t{tv, {}};
+  for (int64_t v0 = 0; v0 < split; v0 += tv) t.tiles.push_back({v0, std::min(tv, split - v0), false});
+  const int64_t tk = tile_ld(tv, elem, cuda) == tv ? tv : tv - 64 / elem;
+  for (int64_t v0 = split; v0 < p.V; v0 += tk) t.tiles.push_back({v0, std::min(tk, p.V - v0), true});
+  return t;
 }
 
 // The cache [N, cache_cols] (V - split = cache_cols) holds kept tile [v0, v0 + n) as one contiguous
@@ -243,11 +249,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs
              lse = at::empty({p.Nv}, opts), ent = at::zeros({p.Nv}, opts);
   if (p.Nv == 0) cache.zero_();
   if (p.Nv > 0) {
-    const int64_t elem = c10::elementSize(p.compute), tv = tile_cols(p.Nv, p.V, elem, hidden.is_cuda());
+    const Tiling tiling = vocab_tiles(p, split, hidden.is_cuda());
     std::optional<TileBuffer> buf;
-    if (split > 0) buf.emplace(p.Nv, tv, copts);
+    if (split > 0) buf.emplace(p.Nv, tiling.tv, copts);
     at::Tensor w_tile;
-    for (const VocabTile& tile : vocab_tiles(p.V, tv, split, elem, hidden.is_cuda())) {
+    for (const VocabTile& tile : tiling.tiles) {
       at::Tensor z;
       if (tile.kept) {
         buf.reset();  // the tiles that backward recomputes are done: free their buffer before the cache fills
@@ -307,18 +313,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_bwd(
     TORCH_CHECK(!kept_logits || cache.scalar_type() == p.compute, "alignkit: `cache` must have dtype ",
                 p.compute, ", got ", cache.scalar_type());
     const int64_t split = p.V - cache.size(1);
-    const int64_t elem = c10::elementSize(p.compute), tv = tile_cols(p.Nv, p.V, elem, hidden.is_cuda());
-    std::vector<VocabTile> tiles = vocab_tiles(p.V, tv, split, elem, hidden.is_cuda());
+    Tiling tiling = vocab_tiles(p, split, hidden.is_cuda());
     // kept tiles first: consumed, they give their memory back before the tile buffer is needed
-    std::stable_partition(tiles.begin(), tiles.end(), [](const VocabTile& t) { return t.kept; });
+    std::stable_partition(tiling.tiles.begin(), tiling.tiles.end(), [](const VocabTile& t) { return t.kept; });
     std::optional<TileBuffer> buf;
     at::Tensor w_tile;
-    for (const VocabTile& tile : tiles) {
-      const bool in_place = tile.kept && kept_logits && consume;
-      if (!in_place && !buf) buf.emplace(p.Nv, tv, copts);
+    for (const VocabTile& tile : tiling.tiles) {
+      const at::Tensor block = tile.kept && kept_logits ? kept_block(cache, split, tile) : at::Tensor();
+      const bool in_place = block.defined() && consume;
+      if (!in_place && !buf) buf.emplace(p.Nv, tiling.tv, copts);
       at::Tensor x, z;  // the tile's logits, and where its gradient goes (z may alias x)
-      if (tile.kept && kept_logits) {
-        x = kept_block(cache, split, tile).narrow(0, 0, p.Nv);
+      if (block.defined()) {
+        x = block.narrow(0, 0, p.Nv);
         z = in_place ? x : buf->view(p.Nv, tile.n);
         w_tile = weight_tile(p, weight, tile.v0, tile.n);
       } else {
@@ -338,7 +344,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_bwd(
         at::Tensor gb_tile = gb.narrow(0, tile.v0, tile.n);
         at::sum_out(gb_tile, z, {0}, false, p.acc);
       }
-      if (in_place) release_pages(kept_block(cache, split, tile));
+      if (in_place) release_pages(block);
     }
   }
   // Grads that were not asked for come back as empty [0] tensors (the schema has no optional returns).
