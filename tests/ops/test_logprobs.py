@@ -196,14 +196,17 @@ def test_fused_linear_parity(kernels, reference, tile_bytes, device, dtype, N, H
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_fused_blocked_gemm_edges(kernels, reference, threads):
+@pytest.mark.parametrize("N,H,V", [(50, 300, 4100), (301, 4100, 37)])
+def test_fused_blocked_gemm_edges(kernels, reference, threads, N, H, V):
     """Shapes that take every path of the CPU blocked sgemm: rows not a multiple of the 6-row register
-    tile, V past one 4080-column block and not a multiple of 16, H split into several K blocks with
-    accumulation; results agree with float64 and do not depend on the thread count."""
+    tile, V (logits' columns) or H (d weight's columns) past one 4080-column block and not a multiple
+    of 16, H (logits) or N (d weight) split into several K blocks with accumulation, with `hidden`
+    read from its once-packed copies; results agree with float64 and do not depend on the thread
+    count."""
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        h, w, b, y = _fused_inputs(50, 300, 4100, torch.float32, "cpu", bias=False, seed=3)
+        h, w, b, y = _fused_inputs(N, H, V, torch.float32, "cpu", bias=False, seed=3)
         h, w = h.float(), w.float()  # the kernel's own inputs, fresh leaves for each run below
         got = _run_fused(kernels.fused_linear_logprobs, h.clone(), w.clone(), b, y, torch.float32)
         ref64 = _run_fused(reference.fused_linear_logprobs, h, w, b, y, torch.float64)

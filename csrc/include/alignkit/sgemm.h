@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 
 namespace alignkit::cpu {
 
@@ -21,6 +22,40 @@ bool sgemm_available();
 void sgemm(int64_t M, int64_t N, int64_t K,
            const float* A, int64_t rs_a, int64_t cs_a,
            const float* B, int64_t rs_b, int64_t cs_b,
+           float beta, float* C, int64_t ldc);
+
+// An operand packed once, in the layout sgemm packs its blocks into, for several GEMMs that share
+// it: those then read their blocks in place instead of packing them each time. The fused op packs
+// `hidden` once per call, as A of every logits GEMM and as B of every d weight GEMM (at N = 4096,
+// H = 576 that saves re-packing 2.4M floats twice per vocabulary tile). Copies share the buffer.
+class PackedA {  // A [M, K] (element strides rs, cs), in 6-row panels over all of K
+ public:
+  PackedA(int64_t M, int64_t K, const float* A, int64_t rs, int64_t cs);
+  int64_t rows() const { return rows_; }
+  int64_t cols() const { return cols_; }
+  const float* data() const { return data_.get(); }
+
+ private:
+  int64_t rows_, cols_;
+  std::shared_ptr<const float> data_;
+};
+
+class PackedB {  // B [K, N] (element strides rs, cs), in 16-column panels over all of K
+ public:
+  PackedB(int64_t K, int64_t N, const float* B, int64_t rs, int64_t cs);
+  int64_t rows() const { return rows_; }
+  int64_t cols() const { return cols_; }
+  const float* data() const { return data_.get(); }
+
+ private:
+  int64_t rows_, cols_;
+  std::shared_ptr<const float> data_;
+};
+
+// The same product with a pre-packed A or B (shapes must match M, K or K, N).
+void sgemm(int64_t M, int64_t N, int64_t K, const PackedA& A, const float* B, int64_t rs_b, int64_t cs_b,
+           float beta, float* C, int64_t ldc);
+void sgemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t rs_a, int64_t cs_a, const PackedB& B,
            float beta, float* C, int64_t ldc);
 
 }  // namespace alignkit::cpu
