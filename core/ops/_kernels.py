@@ -177,7 +177,7 @@ def logprobs(logits, labels, *, ignore_index=-100, temperature=1.0, return_entro
 #: Bytes of logits the fused op may keep from forward for backward on CPU (each kept tile saves one of
 #: four GEMMs); 0 on CUDA, where GEMMs are cheap and memory is not. ALIGNKIT_FUSED_CACHE_BYTES overrides.
 #: Backward consumes the kept tiles first and releases them as it goes, so the op's peak stays about
-#: this budget plus grad_hidden (N=4096, H=576, V=49152: 280 MB at 256 MB, 159 MB at 128 MB).
+#: this budget plus grad_hidden and hidden's packed copy (N=4096, H=576, V=49152: 288 MB at 256 MB).
 FUSED_CACHE_BYTES_CPU = 256 << 20
 
 

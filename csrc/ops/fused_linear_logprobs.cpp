@@ -166,12 +166,12 @@ struct Problem {
   std::optional<cpu::PackedA> h_as_a;
   std::optional<cpu::PackedB> h_as_b;
 
-  void pack_h(bool as_a, bool as_b) {
-    if (!uses_sgemm(h) || Nv == 0) return;
-    const float* d = h.const_data_ptr<float>();
-    const int64_t H = h.size(1);
-    if (as_a) h_as_a.emplace(Nv, H, d, H, 1);
-    if (as_b) h_as_b.emplace(Nv, H, d, H, 1);
+  // Each packs h on first use (nothing on other devices and dtypes, where h is read as it is).
+  void pack_h_as_a() {
+    if (!h_as_a && uses_sgemm(h) && Nv > 0) h_as_a.emplace(Nv, h.size(1), h.const_data_ptr<float>(), h.size(1), 1);
+  }
+  void pack_h_as_b() {
+    if (!h_as_b && uses_sgemm(h) && Nv > 0) h_as_b.emplace(Nv, h.size(1), h.const_data_ptr<float>(), h.size(1), 1);
   }
 };
 
@@ -272,7 +272,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs
   TORCH_CHECK(cache_cols >= 0 && cache_cols <= weight.size(0), "alignkit: `cache_cols` must be in [0, V = ",
               weight.size(0), "], got ", cache_cols);
   Problem p = make_problem(hidden, weight, labels, ignore_index);
-  p.pack_h(/*as_a=*/true, /*as_b=*/false);
+  p.pack_h_as_a();
   const auto copts = hidden.options().dtype(p.compute);
   // logits of columns [split, V), kept for backward (which then skips their recompute GEMM)
   at::Tensor cache = empty_huge({p.N, cache_cols}, copts);
@@ -348,9 +348,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_bwd(
                 p.compute, ", got ", cache.scalar_type());
     const int64_t split = p.V - cache.size(1);
     Tiling tiling = vocab_tiles(p, split, hidden.is_cuda());
-    const bool recomputes = std::any_of(tiling.tiles.begin(), tiling.tiles.end(),
-                                        [&](const VocabTile& t) { return !(t.kept && kept_logits); });
-    p.pack_h(/*as_a=*/recomputes, /*as_b=*/needs_weight);
+    if (needs_weight) p.pack_h_as_b();
     // kept tiles first: consumed, they give their memory back before the tile buffer is needed
     std::stable_partition(tiling.tiles.begin(), tiling.tiles.end(), [](const VocabTile& t) { return t.kept; });
     std::optional<TileBuffer> buf;
@@ -365,6 +363,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_bwd(
         z = in_place ? x : buf->view(p.Nv, tile.n);
         w_tile = weight_tile(p, weight, tile.v0, tile.n);
       } else {
+        p.pack_h_as_a();  // only now: the kept tiles before this one have given their memory back
         z = buf->view(p.Nv, tile.n);
         logits_into(z, p, weight, bias, tile.v0, tile.n, w_tile);
         x = z;
