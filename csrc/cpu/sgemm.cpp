@@ -295,7 +295,7 @@ void sgemm_impl(int64_t M, int64_t N, int64_t K, const Source& a, const Source& 
 
 bool sgemm_available() { return true; }
 
-PackedA::PackedA(int64_t M, int64_t K, const float* A, int64_t rs, int64_t cs) : rows_(M), cols_(K) {
+PackedA::PackedA(int64_t M, int64_t K, const float* A, int64_t rs, int64_t cs) : Packed(M, K) {
   const int64_t panels = ceil_div(M, MR);
   Buffer buf = alloc_floats(panels * MR * std::max<int64_t>(K, 1));
   at::parallel_for(0, panels, 1, [&](int64_t p0, int64_t p1) {  // each panel: all of K
@@ -304,7 +304,7 @@ PackedA::PackedA(int64_t M, int64_t K, const float* A, int64_t rs, int64_t cs) :
   data_ = std::shared_ptr<const float>(buf.release(), [](const float* p) { std::free(const_cast<float*>(p)); });
 }
 
-PackedB::PackedB(int64_t K, int64_t N, const float* B, int64_t rs, int64_t cs) : rows_(K), cols_(N) {
+PackedB::PackedB(int64_t K, int64_t N, const float* B, int64_t rs, int64_t cs) : Packed(K, N) {
   const int64_t panels = ceil_div(N, NR);
   Buffer buf = alloc_floats(panels * NR * std::max<int64_t>(K, 1));
   at::parallel_for(0, panels, 1, [&](int64_t p0, int64_t p1) {
@@ -343,8 +343,8 @@ namespace {
 }
 }  // namespace
 
-PackedA::PackedA(int64_t, int64_t, const float*, int64_t, int64_t) { unavailable(); }
-PackedB::PackedB(int64_t, int64_t, const float*, int64_t, int64_t) { unavailable(); }
+PackedA::PackedA(int64_t M, int64_t K, const float*, int64_t, int64_t) : Packed(M, K) { unavailable(); }
+PackedB::PackedB(int64_t K, int64_t N, const float*, int64_t, int64_t) : Packed(K, N) { unavailable(); }
 void sgemm(int64_t, int64_t, int64_t, const float*, int64_t, int64_t, const float*, int64_t, int64_t, float,
            float*, int64_t) {
   unavailable();

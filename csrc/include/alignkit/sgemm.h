@@ -28,28 +28,24 @@ void sgemm(int64_t M, int64_t N, int64_t K,
 // it: those then read their blocks in place instead of packing them each time. The fused op packs
 // `hidden` once per call, as A of every logits GEMM and as B of every d weight GEMM (at N = 4096,
 // H = 576 that saves re-packing 2.4M floats twice per vocabulary tile). Copies share the buffer.
-class PackedA {  // A [M, K] (element strides rs, cs), in 6-row panels over all of K
+class Packed {
  public:
-  PackedA(int64_t M, int64_t K, const float* A, int64_t rs, int64_t cs);
-  int64_t rows() const { return rows_; }
+  int64_t rows() const { return rows_; }  // of the matrix it packs
   int64_t cols() const { return cols_; }
   const float* data() const { return data_.get(); }
 
- private:
+ protected:
+  Packed(int64_t rows, int64_t cols) : rows_(rows), cols_(cols) {}
   int64_t rows_, cols_;
   std::shared_ptr<const float> data_;
 };
 
-class PackedB {  // B [K, N] (element strides rs, cs), in 16-column panels over all of K
- public:
-  PackedB(int64_t K, int64_t N, const float* B, int64_t rs, int64_t cs);
-  int64_t rows() const { return rows_; }
-  int64_t cols() const { return cols_; }
-  const float* data() const { return data_.get(); }
+struct PackedA : Packed {  // A [M, K] (element strides rs, cs), in 6-row panels over all of K
+  PackedA(int64_t M, int64_t K, const float* A, int64_t rs, int64_t cs);
+};
 
- private:
-  int64_t rows_, cols_;
-  std::shared_ptr<const float> data_;
+struct PackedB : Packed {  // B [K, N] (element strides rs, cs), in 16-column panels over all of K
+  PackedB(int64_t K, int64_t N, const float* B, int64_t rs, int64_t cs);
 };
 
 // The same product with a pre-packed A or B (shapes must match M, K or K, N).
