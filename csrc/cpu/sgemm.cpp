@@ -301,7 +301,7 @@ PackedA::PackedA(int64_t M, int64_t K, const float* A, int64_t rs, int64_t cs) :
   at::parallel_for(0, panels, 1, [&](int64_t p0, int64_t p1) {  // each panel: all of K
     pack_a(std::min(M, p1 * MR) - p0 * MR, K, A + p0 * MR * rs, rs, cs, buf.get() + p0 * MR * K);
   });
-  data_ = std::shared_ptr<const float>(buf.release(), [](const float* p) { std::free(const_cast<float*>(p)); });
+  data_ = std::move(buf);  // shared_ptr takes the buffer with its deleter (std::free)
 }
 
 PackedB::PackedB(int64_t K, int64_t N, const float* B, int64_t rs, int64_t cs) : Packed(K, N) {
@@ -311,7 +311,7 @@ PackedB::PackedB(int64_t K, int64_t N, const float* B, int64_t rs, int64_t cs) :
     for (int64_t p = p0; p < p1; ++p)
       pack_b_panel(std::min(NR, N - p * NR), K, B + p * NR * cs, rs, cs, buf.get() + p * NR * K);
   });
-  data_ = std::shared_ptr<const float>(buf.release(), [](const float* p) { std::free(const_cast<float*>(p)); });
+  data_ = std::move(buf);  // shared_ptr takes the buffer with its deleter (std::free)
 }
 
 void sgemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t rs_a, int64_t cs_a, const float* B,

@@ -36,11 +36,16 @@ namespace alignkit {
 
 namespace {
 
-// out = a @ b (beta = 0) or out += a @ b (beta = 1). fp32 CPU operands go through the blocked
-// cpu::sgemm (faster than MKL here, see sgemm.h); anything else through at::mm.
+// True for fp32 CPU tensors when the blocked cpu::sgemm is compiled in (faster than MKL here, see
+// sgemm.h); the fused op then also reuses `hidden` packed once.
+bool uses_sgemm(const at::Tensor& t) {
+  return t.is_cpu() && t.scalar_type() == at::kFloat && cpu::sgemm_available();
+}
+
+// out = a @ b (beta = 0) or out += a @ b (beta = 1): through cpu::sgemm where uses_sgemm, anything
+// else through at::mm.
 void gemm(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, float beta) {
-  if (out.is_cpu() && out.scalar_type() == at::kFloat && cpu::sgemm_available() && out.stride(1) == 1 &&
-      a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat) {
+  if (uses_sgemm(out) && out.stride(1) == 1 && a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat) {
     cpu::sgemm(a.size(0), b.size(1), a.size(1), a.const_data_ptr<float>(), a.stride(0), a.stride(1),
                b.const_data_ptr<float>(), b.stride(0), b.stride(1), beta, out.mutable_data_ptr<float>(),
                out.stride(0));
@@ -51,11 +56,6 @@ void gemm(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, float beta)
   } else {
     out.add_(at::mm(a, b));
   }
-}
-
-// True when fp32 CPU tiles go through cpu::sgemm, which can then reuse `hidden` packed once.
-bool uses_sgemm(const at::Tensor& h) {
-  return h.is_cpu() && h.scalar_type() == at::kFloat && cpu::sgemm_available();
 }
 
 // Bytes of one logits tile. CPU: 32 MB (2048 columns at N = 4096) measured faster than 8 MB on the
