@@ -1,8 +1,10 @@
 """``alignkit bench``: time and peak memory of alignkit's ops next to eager PyTorch and peers.
 
-Usage: ``alignkit bench [op ...] [--device cpu|cuda] [--json PATH] [--plot PATH] [--quick]``
-(also ``python -m alignkit.bench``). Ops: logprobs, fused_linear_logprobs, gae, dpo_loss, ppo_loss,
-value_loss, masked_whiten (default: all).
+Usage: ``alignkit bench [op ...] [--device cpu|cuda] [--json PATH] [--plot PATH] [--quick]
+[--shapes targets|sweep|all]`` (also ``python -m alignkit.bench``). Ops: logprobs, fused_linear_logprobs,
+gae, dpo_loss, ppo_loss, value_loss, masked_whiten (default: all). Shapes: kernels.md's target shapes by
+default; ``sweep`` runs the log-prob ops over the other vocabularies (32000, 49152, 128256) and heads
+(H up to 4096) instead, ``all`` both.
 
 Every case runs each implementation side by side in the same process, interleaved round by round so
 background load hits them alike; the table shows the median and the p20/p80 of the per-call times and
@@ -33,6 +35,36 @@ from typing import Callable
 import torch
 
 OPS = ("logprobs", "fused_linear_logprobs", "gae", "dpo_loss", "ppo_loss", "value_loss", "masked_whiten")
+SHAPES = ("targets", "sweep", "all")
+
+# Shapes of the log-prob ops, per device: kernels.md's targets, and with ``--shapes sweep`` the other
+# vocabularies models use (Llama-2/Mistral 32000, SmolLM2 49152, Llama-3 128256) and heads up to
+# H = 4096. On the CPU the sweep's fused cases stay at about 1-1.6 TFLOP per call (N shrinks as H
+# grows), so that one with its eager and TRL peers takes minutes, not hours.
+_F32, _BF16 = torch.float32, torch.bfloat16
+LOGPROBS_SHAPES = {  # (N, V, dtype)
+    "targets": {"cpu": [(4096, 49152, _F32), (4096, 49152, _BF16)],
+                "cuda": [(8192, 128256, _F32), (8192, 128256, _BF16)]},
+    "sweep": {"cpu": [(8192, 32000, _F32), (8192, 32000, _BF16), (4096, 128256, _F32), (4096, 128256, _BF16)],
+              "cuda": [(8192, 32000, _F32), (8192, 32000, _BF16), (8192, 49152, _F32), (8192, 49152, _BF16)]},
+    "quick": [(512, 8192, _F32)],
+}
+FUSED_SHAPES = {  # (N, H, V, dtype)
+    "targets": {"cpu": [(4096, 576, 49152, _F32)],
+                "cuda": [(4096, 4096, 128256, _BF16), (8192, 4096, 128256, _BF16)]},
+    # a Llama-2/Mistral-size vocabulary, SmolLM2-1.7B's head, Llama-3-8B's head
+    "sweep": {"cpu": [(8192, 576, 32000, _F32), (2048, 2048, 49152, _F32), (512, 4096, 128256, _F32)],
+              "cuda": [(8192, 4096, 32000, _BF16), (8192, 2048, 49152, _BF16)]},
+    "quick": [(512, 128, 8192, _F32)],
+}
+
+
+def _shapes_of(table: dict, device: str, quick: bool, shapes: str) -> list[tuple]:
+    """The rows of LOGPROBS_SHAPES or FUSED_SHAPES that ``--shapes`` (targets, sweep, all) selects."""
+    if quick:
+        return table["quick"]
+    groups = ("targets", "sweep") if shapes == "all" else (shapes,)
+    return [s for g in groups for s in table[g][device]]
 
 
 @dataclass
@@ -45,7 +77,6 @@ class Case:
     build: Callable[[str], dict]
     impls: dict[str, Callable[[dict], Callable[[], None]]]
     baseline: str  # the implementation speed-ups are measured against
-    key: str = ""
     #: useful work of one call, for the rate column: {"bytes": minimum bytes moved} or {"flop": flops}
     work: dict = field(default_factory=dict)
 
@@ -131,17 +162,17 @@ def _fused_case(N, H, V, dtype, device, peers) -> Case:
                 fused_inputs, impls, "eager linear+log_softmax+gather", work={"flop": 6 * N * H * V})
 
 
-def cases(device: str, quick: bool) -> list[Case]:
-    """The benchmark cases; shapes are the kernels.md targets (smaller with ``quick``)."""
+def cases(device: str, quick: bool, shapes: str = "targets") -> list[Case]:
+    """The benchmark cases. ``shapes``: ``targets`` (kernels.md's target shapes), ``sweep`` (the other
+    vocabularies and heads of LOGPROBS_SHAPES / FUSED_SHAPES; logprobs and fused_linear_logprobs only)
+    or ``all``; ``quick`` replaces them with small ones (a smoke test)."""
     from alignkit.ops import _kernels as K
     from alignkit.ops import reference as R
 
     peers = _peers()
     out: list[Case] = []
 
-    gpu = device == "cuda" and not quick
     # logprobs forward: N tokens over a V vocabulary (on a GPU: a Llama-3-size vocabulary, HBM-bound)
-    N, V = (512, 8192) if quick else ((8192, 128256) if gpu else (4096, 49152))
     lp_impls = {
         "alignkit kernel": lambda d: lambda: K.logprobs(d["x"], d["y"]),
         "alignkit reference": lambda d: lambda: R.logprobs(d["x"], d["y"]),
@@ -151,7 +182,7 @@ def cases(device: str, quick: bool) -> list[Case]:
     if "trl_selective" in peers:
         f = peers["trl_selective"]
         lp_impls["TRL selective_log_softmax"] = lambda d: lambda: f(d["x"], d["y"])
-    for dtype in (torch.float32,) if quick else (torch.float32, torch.bfloat16):
+    for N, V, dtype in _shapes_of(LOGPROBS_SHAPES, device, quick, shapes):
         out.append(Case("logprobs", f"N={N} V={V}", str(dtype).replace("torch.", ""), "fwd",
                         lambda dev, dtype=dtype, N=N, V=V: {"x": _randn((N, V), dev, dtype, scale=2.0),
                                                              "y": _labels(N, V, dev)},
@@ -159,11 +190,11 @@ def cases(device: str, quick: bool) -> list[Case]:
                         work={"bytes": N * V * dtype.itemsize + N * (8 + 4)}))
 
     # fused_linear_logprobs forward + backward (on a GPU: bf16 with a Llama-3-8B head, kernels.md's target)
-    shapes = [(512, 128, 8192, torch.float32)] if quick else (
-        [(4096, 4096, 128256, torch.bfloat16), (8192, 4096, 128256, torch.bfloat16)] if gpu
-        else [(4096, 576, 49152, torch.float32)])
-    for N, H, V, dtype in shapes:
+    for N, H, V, dtype in _shapes_of(FUSED_SHAPES, device, quick, shapes):
         out.append(_fused_case(N, H, V, dtype, device, peers))
+
+    if shapes == "sweep":  # the other ops have their target shapes only
+        return out
 
     # gae
     B, T = (16, 256) if quick else (64, 1024)
@@ -243,8 +274,6 @@ def cases(device: str, quick: bool) -> list[Case]:
 
     out.append(Case("masked_whiten", f"B={B} T={T}", "float32", "fwd+bwd", ppo_inputs,
                     {"alignkit kernel": whiten_impl(K), "eager composition": whiten_impl(R)}, "eager composition"))
-    for i, c in enumerate(out):
-        c.key = f"{i}"
     return out
 
 
@@ -294,7 +323,7 @@ def _status_bytes(field_name: str) -> int:
 
 def measure_memory_here(op: str, impl: str, device: str, quick: bool) -> int:
     """Peak extra bytes of one call of ``impl`` on ``op``'s case (run in a fresh process)."""
-    case = next(c for c in cases(device, quick) if _case_id(c) == op)
+    case = next(c for c in cases(device, quick, "all") if _case_id(c) == op)
     inputs = case.build(device)
     run = case.impls[impl](inputs)
     if device == "cuda":
@@ -341,9 +370,10 @@ def _pct(xs, q):
     return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))]
 
 
-def run_benchmarks(ops_: list[str], device: str, quick: bool, memory: bool = True) -> list[dict]:
+def run_benchmarks(ops_: list[str], device: str, quick: bool, memory: bool = True,
+                   shapes: str = "targets") -> list[dict]:
     rows = []
-    for case in cases(device, quick):
+    for case in cases(device, quick, shapes):
         if case.op not in ops_:
             continue
         times, runs = time_case(case, device, quick)
@@ -424,17 +454,27 @@ def plot(rows: list[dict], path: str) -> None:
         rs = [r for r in rows if (r["op"], r["shape"], r["dtype"]) == key]
         names = [r["impl"] for r in rs]
         colors = ["tab:green" if n.startswith("alignkit kernel") else "tab:gray" for n in names]
+        # time on a linear axis from 0 (bar lengths compare honestly), each bar labelled with its median
+        # and speed-up, so bars too short to see (gae's kernel) still read
         ax = axes[i][0]
         ax.barh(names, [r["median_s"] * 1e3 for r in rs], color=colors,
                 xerr=[[max(r["median_s"] - r["p20_s"], 0) * 1e3 for r in rs],
                       [max(r["p80_s"] - r["median_s"], 0) * 1e3 for r in rs]])
-        ax.set_xscale("log")
+        for y, r in enumerate(rs):
+            ax.text(max(r["p80_s"], r["median_s"]) * 1e3, y,
+                    f"  {_ms(r['median_s'])}, {r['speedup_vs_baseline']:.2f}x", va="center", fontsize=8)
+        ax.set_xlim(0, max(max(r["p80_s"], r["median_s"]) for r in rs) * 1e3 * 1.45)
         ax.set_title(f"{key[0]} {key[1]} {key[2]} — time (ms, lower is better)", fontsize=9)
         ax.invert_yaxis()
+        # memory spans 1 MB to GBs within a case: a symlog axis, each bar labelled
         ax = axes[i][1]
-        ax.barh(names, [r["peak_extra_mb"] or 0 for r in rs], color=colors)
+        mems = [r["peak_extra_mb"] for r in rs]
+        ax.barh(names, [m or 0 for m in mems], color=colors)
+        for y, m in enumerate(mems):
+            ax.text(max(m or 0, 0.01), y, "  ?" if m is None else f"  {m:,.1f} MB", va="center", fontsize=8)
         ax.set_xscale("symlog", linthresh=1)
-        ax.set_title("peak extra memory (MB)", fontsize=9)
+        ax.set_xlim(0, max(m or 1 for m in mems) * 20)
+        ax.set_title("peak extra memory (MB, lower is better)", fontsize=9)
         ax.invert_yaxis()
         ax.set_yticklabels([])
     fig.tight_layout()
@@ -450,6 +490,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", help="write a PNG plot here")
     parser.add_argument("--quick", action="store_true", help="small shapes and few repetitions (smoke test)")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-case memory subprocesses")
+    parser.add_argument("--shapes", default="targets", choices=SHAPES,
+                        help="targets: kernels.md's target shapes (default); sweep: the other vocabularies "
+                             "(32000, 49152, 128256) and heads (H up to 4096) for logprobs and "
+                             "fused_linear_logprobs; all: both")
     parser.add_argument("--_memory", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -471,7 +515,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# alignkit bench on {info.get('cpu', '?')} ({info['threads']} threads, {info['cpu_capability']}), "
           f"torch {info['torch']}, device {args.device}, load {info['loadavg_start'][0]:.2f}")
     print(_HEADER)
-    rows = run_benchmarks(list(args.ops) or list(OPS), args.device, args.quick, memory=not args.no_memory)
+    rows = run_benchmarks(list(args.ops) or list(OPS), args.device, args.quick, memory=not args.no_memory,
+                          shapes=args.shapes)
     info["loadavg_end"] = os.getloadavg()
     if args.json:
         with open(args.json, "w") as f:

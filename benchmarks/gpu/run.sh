@@ -2,6 +2,7 @@
 # One call on a lent GPU machine (the device tool; see DEVELOPERS.md): build alignkit with its CUDA
 # kernels for sm_90, run the CUDA op tests, `alignkit bench --device cuda` and benchmarks/gpu/sweep.py.
 # Logs and results go to $OUT. Peers (TRL, Liger) come as wheels in .whl/ when carried.
+# BENCH_SHAPES=all (or sweep) adds the other vocabularies and heads to the bench (default: targets).
 set -uo pipefail
 OUT="${OUT:-/tmp/alignkit-gpu}"
 mkdir -p "$OUT"
@@ -24,6 +25,6 @@ grep -E "^(FAILED|ERROR)" "$OUT/tests.log" | head -20
 stamp "sweep"
 timeout "${SWEEP_TIMEOUT:-150}" python3 benchmarks/gpu/sweep.py "$OUT/gpu_sweep.json" 2>&1 | tee "$OUT/sweep.log" | tail -40
 stamp "alignkit bench --device cuda"
-timeout "${BENCH_TIMEOUT:-240}" python3 -m alignkit.bench --device cuda --json "$OUT/gpu_bench.json" \
-  --plot "$OUT/gpu_bench.png" 2>&1 | tee "$OUT/bench.log"
+timeout "${BENCH_TIMEOUT:-240}" python3 -m alignkit.bench --device cuda --shapes "${BENCH_SHAPES:-targets}" \
+  --json "$OUT/gpu_bench.json" --plot "$OUT/gpu_bench.png" 2>&1 | tee "$OUT/bench.log"
 stamp done

@@ -59,21 +59,42 @@ def test_bench_quick(tmp_path):
     assert bench.main(["nope"]) == 2
 
 
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
 @pytest.mark.parametrize("quick", [True, False])
-def test_bench_inputs_have_the_shapes_the_table_names(quick):
+def test_bench_inputs_have_the_shapes_the_table_names(quick, device):
     """Every dimension a case's label names (B=65536, N=4096 ...) is a dimension of its inputs: the
     input builders bind their shapes when the case is made, not when it runs."""
     import re
 
     from alignkit import bench
 
-    for case in bench.cases("cpu", quick):
+    for case in bench.cases(device, quick, "all"):
         named = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", case.shape)}
         with torch.device("meta"):
             inputs = case.build("meta")
         sizes = {n for t in inputs.values() for n in t.shape}
         missing = {k: v for k, v in named.items() if v not in sizes}
         assert not missing, f"{case.op} {case.shape}: inputs {[tuple(t.shape) for t in inputs.values()]}"
+
+
+def test_bench_shape_sets():
+    """``--shapes``: targets are kernels.md's shapes, sweep covers the vocabularies the issue names
+    (32000, 49152, 128256) for both log-prob ops and leaves the other ops out, all is both."""
+    from alignkit import bench
+
+    def labels(device, shapes):
+        return [(c.op, c.shape, c.dtype) for c in bench.cases(device, False, shapes)]
+
+    for device in ("cpu", "cuda"):
+        targets, sweep, both = labels(device, "targets"), labels(device, "sweep"), labels(device, "all")
+        assert set(both) == set(targets) | set(sweep) and not set(targets) & set(sweep)
+        assert {op for op, _, _ in sweep} == {"logprobs", "fused_linear_logprobs"}
+        assert {"gae", "dpo_loss", "ppo_loss", "value_loss", "masked_whiten"} <= {op for op, _, _ in targets}
+        for op in ("logprobs", "fused_linear_logprobs"):
+            vocabs = {int(s.split("V=")[1]) for o, s, _ in targets + sweep if o == op}
+            assert vocabs == {32000, 49152, 128256}, (device, op, vocabs)
+    assert ("fused_linear_logprobs", "N=4096 H=576 V=49152", "float32") in labels("cpu", "targets")
+    assert ("fused_linear_logprobs", "N=512 H=4096 V=128256", "float32") in labels("cpu", "sweep")
 
 
 @pytest.mark.slow
