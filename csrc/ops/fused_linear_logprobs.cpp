@@ -167,11 +167,14 @@ struct Problem {
   std::optional<cpu::PackedB> h_as_b;
 
   // Each packs h on first use (nothing on other devices and dtypes, where h is read as it is).
-  void pack_h_as_a() {
-    if (!h_as_a && uses_sgemm(h) && Nv > 0) h_as_a.emplace(Nv, h.size(1), h.const_data_ptr<float>(), h.size(1), 1);
-  }
-  void pack_h_as_b() {
-    if (!h_as_b && uses_sgemm(h) && Nv > 0) h_as_b.emplace(Nv, h.size(1), h.const_data_ptr<float>(), h.size(1), 1);
+  void pack_h_as_a() { pack_h(h_as_a); }
+  void pack_h_as_b() { pack_h(h_as_b); }
+
+ private:
+  // h [Nv, H] row-major is both A [M = Nv, K = H] and B [K = Nv, N = H]: the same arguments either way
+  template <typename PackedT>
+  void pack_h(std::optional<PackedT>& slot) {
+    if (!slot && uses_sgemm(h) && Nv > 0) slot.emplace(Nv, h.size(1), h.const_data_ptr<float>(), h.size(1), 1);
   }
 };
 
