@@ -1,6 +1,8 @@
 """Structured configs (dataclasses stored in Hydra's ConfigStore) and composition."""
 from alignkit.config.schema import (  # noqa: F401
+    check,
     DataConfig,
+    DistributedConfig,
     DataSource,
     LoggerConfig,
     LoraConfig,

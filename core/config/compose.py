@@ -11,13 +11,14 @@ from importlib import resources
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from alignkit.config.schema import DataConfig, DataSource, RunConfig
+from alignkit.config.schema import ConfigValueError, DataConfig, DataSource, RunConfig
+from alignkit.errors import UserError
 
 CONFIG_MODULE = "alignkit.conf"
-GROUPS = ("algo", "model", "data", "trainer", "logger", "experiment")
+GROUPS = ("algo", "model", "data", "trainer", "logger", "experiment", "trainer/distributed")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A composition error, with the valid keys or options spelt out."""
 
 
@@ -58,25 +59,83 @@ def register_configs(registry) -> None:
         cs.store(group="data", name=name, node=DataConfig(**{"name": name, **conf}), provider=plugin)
 
 
-def _valid_keys_hint(overrides: list[str], registry) -> str:
-    """For the first override whose key does not exist, the keys that do."""
+def _unknown_key(key: str, overrides: list[str]) -> ConfigError:
+    """The error for an override whose key does not exist, naming the keys that do."""
     groups = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in GROUPS]
+    parent, _, leaf = key.rpartition(".")
     try:
         base = _compose(groups)
-    except Exception:  # noqa: BLE001 - the group selection itself is wrong; hydra's message says so
-        return ""
-    for o in overrides:
-        key = o.split("=", 1)[0].lstrip("+~")
-        if key in GROUPS or key.startswith("hydra"):
-            continue
-        parent, _, leaf = key.rpartition(".")
-        node = OmegaConf.select(base, parent) if parent else base
-        if isinstance(node, DictConfig) and leaf not in node:
-            valid = ", ".join(sorted(str(k) for k in node.keys()))
-            return f"\n'{leaf}' is not a key of '{parent or '<root>'}'; valid keys: {valid}"
-        if node is None:
-            return f"\n'{parent}' does not exist; top-level keys: {', '.join(sorted(base.keys()))}"
-    return ""
+    except Exception:  # noqa: BLE001 - the group selection itself is wrong
+        return ConfigError(f"'{leaf}' is not a key of '{parent or '<root>'}'", "check the spelling")
+    node = OmegaConf.select(base, parent) if parent else base
+    if isinstance(node, DictConfig):
+        valid = ", ".join(sorted(str(k) for k in node.keys()))
+        return ConfigError(f"'{leaf}' is not a key of '{parent or '<root>'}'", f"valid keys: {valid}")
+    return ConfigError(f"'{parent}' does not exist", f"top-level keys: {', '.join(sorted(base.keys()))}")
+
+
+_TYPE_NAMES = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false"}
+
+
+def _composition_error(exc: Exception, overrides: list[str]) -> ConfigError:
+    """One-line :class:`ConfigError` for an exception raised by Hydra's composition."""
+    from hydra.errors import MissingConfigException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and getattr(cause, "full_key", None):
+        return _unknown_key(str(cause.full_key), overrides)
+    if isinstance(cause, ValidationError) and getattr(cause, "full_key", None):
+        msg = str(getattr(cause, "msg", cause)).split("\n")[0]
+        wanted = next((v for k, v in _TYPE_NAMES.items() if msg.endswith(k)), None)
+        key = str(cause.full_key)
+        plain = key.replace("[", ".").replace("]", "")  # data.sources[0].weight -> data.sources.0.weight
+        value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+~") == plain), "?")
+        if wanted:
+            return ConfigError(f"{key}={value} is not {wanted}", f"give {key} {wanted}")
+        return ConfigError(f"{key}={value}: {msg}", f"fix the value of {key}")
+    if isinstance(exc, MissingConfigException) or "Could not find" in str(exc):
+        text = str(exc)
+        group = text.split("Could not find '", 1)[-1].split("'", 1)[0].rpartition("/")[0] if "Could not find" in text else ""
+        options = [o for o in yaml_options(group) + _stored_options(group) if not o.endswith("_schema")]
+        wanted = text.split("Could not find '", 1)[-1].split("'", 1)[0] if "Could not find" in text else "?"
+        return ConfigError(f"unknown option {wanted!r}",
+                           f"available {group} options: {', '.join(sorted(set(options))) or '(none)'}")
+    return ConfigError(" ".join(str(exc).split()), "check the overrides (alignkit train --help lists every key)")
+
+
+def _stored_options(group: str) -> list[str]:
+    """Options of ``group`` stored in Hydra's ConfigStore (plugins' algorithms and data presets)."""
+    repo = ConfigStore.instance().repo
+    node = repo
+    for part in group.split("/"):
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+    return [k[:-5] for k in node if k.endswith(".yaml")] if isinstance(node, dict) else []
+
+
+def _validate(node, path: str = "") -> None:
+    """Run every config dataclass's ``__post_init__`` range checks, children before parents,
+    so a failure names its full key (``algo.generation.temperature=-1.0: must be >= 0``)."""
+    from omegaconf import ListConfig
+
+    if isinstance(node, DictConfig):
+        for key in node.keys():
+            child = node._get_node(key)
+            if isinstance(child, (DictConfig, ListConfig)):
+                _validate(child, f"{path}.{key}" if path else str(key))
+        cls = OmegaConf.get_type(node)
+        if dataclasses.is_dataclass(cls) and hasattr(cls, "__post_init__"):
+            try:
+                OmegaConf.to_object(node)
+            except ConfigValueError as exc:
+                key = f"{path}.{exc.name}" if path else exc.name
+                fix = (f"choose one of {', '.join(exc.rule[len('one of '):].split('|'))}" if exc.rule.startswith("one of")
+                       else f"set {key} to a value {exc.rule}")
+                raise ConfigError(f"{key}={exc.value!r} is out of range (must be {exc.rule})", fix) from None
+    elif isinstance(node, ListConfig):
+        for i, item in enumerate(node):
+            if isinstance(item, (DictConfig, ListConfig)):
+                _validate(item, f"{path}.{i}")
 
 
 def _compose(overrides: list[str]) -> DictConfig:
@@ -89,13 +148,15 @@ def _compose(overrides: list[str]) -> DictConfig:
 
 
 def compose_config(overrides: list[str] | tuple = (), registry=None) -> DictConfig:
-    """Compose the run config for ``overrides`` (without Hydra's run-time keys)."""
+    """Compose the run config for ``overrides`` (without Hydra's run-time keys) and range-check
+    every value; errors are one-line :class:`ConfigError` s naming the key and the fix."""
     from alignkit.registry import default_registry
 
     registry = registry or default_registry()
     register_configs(registry)
     try:
         cfg = _compose(list(overrides))
-    except Exception as exc:  # noqa: BLE001 - re-raised with the valid keys
-        raise ConfigError(f"{exc}{_valid_keys_hint(list(overrides), registry)}") from exc
+    except Exception as exc:  # noqa: BLE001 - re-raised as one line with the valid keys
+        raise _composition_error(exc, list(overrides)) from exc
+    _validate(cfg)
     return cfg

@@ -6,10 +6,52 @@ config dataclass (from its plugin's :class:`alignkit.AlgorithmSpec`) is stored a
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
+
+__all__ = ["check", "ConfigValueError", "TinyModelConfig", "LoraConfig", "ModelConfig", "DataSource", "DataConfig",
+           "DistributedConfig", "TrainerConfig", "LoggerConfig", "PluginsConfig", "OpsConfig", "RunConfig"]
+
+
+class ConfigValueError(ValueError):
+    """A config value out of its range; :func:`alignkit.config.compose.compose_config` adds the key's path."""
+
+    def __init__(self, name: str, value: Any, rule: str):
+        self.name, self.value, self.rule = name, value, rule
+        super().__init__(f"{name}={value!r}: must be {rule}")
+
+
+def _holds(value: Any, rule: str) -> bool:
+    """Whether ``value`` satisfies ``rule``: ``"> 0"``, ``">= 1"``, ``"< 1"``, ``"<= 1"``,
+    ``"in [0, 1)"`` (brackets as in interval notation) or ``"one of a|b|c"``."""
+    if rule.startswith("one of "):
+        return str(value) in rule[len("one of "):].split("|")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        return False
+    if rule.startswith("in "):
+        lo_b, body, hi_b = rule[3], rule[4:-1], rule[-1]
+        lo, hi = (float(x) for x in body.split(","))
+        return (value >= lo if lo_b == "[" else value > lo) and (value <= hi if hi_b == "]" else value < hi)
+    op, num = rule.split()
+    bound = float(num)
+    return {">": value > bound, ">=": value >= bound, "<": value < bound, "<=": value <= bound}[op]
+
+
+def check(obj: Any, **rules: str) -> None:
+    """Range-check fields of a config dataclass (call it from ``__post_init__``)::
+
+        def __post_init__(self):
+            check(self, beta="> 0", label_smoothing="in [0, 0.5)", loss_type="one of sigmoid|ipo")
+
+    ``None`` passes (optional fields: off). Composition reports a failure as one line naming
+    the full key, e.g. ``algo.beta=-1.0: must be > 0``."""
+    for name, rule in rules.items():
+        value = getattr(obj, name)
+        if value is not None and not _holds(value, rule):
+            raise ConfigValueError(name, value, rule)
 
 
 @dataclass
@@ -20,6 +62,10 @@ class TinyModelConfig:
     intermediate_size: int = 256
     max_position_embeddings: int = 1024
 
+    def __post_init__(self) -> None:
+        check(self, hidden_size=">= 1", num_layers=">= 1", num_heads=">= 1", intermediate_size=">= 1",
+              max_position_embeddings=">= 2")
+
 
 @dataclass
 class LoraConfig:
@@ -28,6 +74,9 @@ class LoraConfig:
     alpha: int = 32
     dropout: float = 0.0
     target_modules: List[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+    def __post_init__(self) -> None:
+        check(self, r=">= 1", alpha="> 0", dropout="in [0, 1)")
 
 
 @dataclass
@@ -43,6 +92,10 @@ class ModelConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     fused_logprobs: bool = True  # lm_head fused with the log-prob gather (no [B, T, V] logits)
 
+    def __post_init__(self) -> None:
+        check(self, source="one of tiny|smollm2|hf", dtype="one of float32|bfloat16|float16",
+              attn_implementation="one of eager|sdpa|flash_attention_2")
+
 
 @dataclass
 class DataSource:
@@ -54,6 +107,9 @@ class DataSource:
     max_examples: Optional[int] = None  # keep the first N examples (after a seeded shuffle)
     eval_size: float = 0.1  # held-out part of this source: a fraction (< 1) or a count (>= 1)
 
+    def __post_init__(self) -> None:
+        check(self, weight="> 0", max_examples=">= 1", eval_size=">= 0")
+
 
 @dataclass
 class DataConfig:
@@ -64,13 +120,29 @@ class DataConfig:
     truncation: str = "truncate"  # truncate (prompt from the left, then response from the right) | drop
     shuffle_seed: int = 0  # seed of the shuffle before the held-out split
 
+    def __post_init__(self) -> None:
+        check(self, max_length=">= 2", max_prompt_length=">= 1", truncation="one of truncate|drop")
+
+
+@dataclass
+class DistributedConfig:
+    """How several processes (``torchrun`` / ``accelerate launch``) share the work; one process ignores it."""
+
+    strategy: str = "ddp"  # ddp | fsdp | deepspeed
+    backend: Optional[str] = None  # process-group backend (null: nccl on GPUs, gloo on CPU)
+    fsdp_reshard_after_forward: bool = True  # FSDP2: free gathered parameters after forward (ZeRO-3 style)
+    zero_stage: int = 2  # DeepSpeed ZeRO stage (2: shard optimiser state and gradients, 3: parameters too)
+
+    def __post_init__(self) -> None:
+        check(self, strategy="one of ddp|fsdp|deepspeed", backend="one of gloo|nccl|mpi", zero_stage="in [0, 3]")
+
 
 @dataclass
 class TrainerConfig:
     max_steps: int = 100  # optimiser steps (for online methods: rollout iterations)
-    batch_size: int = 8  # examples per micro-batch
+    batch_size: int = 8  # examples per optimiser micro-batch, over all processes together (global)
     grad_accum: int = 1  # micro-batches per optimiser step
-    eval_batch_size: int = 16
+    eval_batch_size: int = 16  # held-out examples per evaluation batch, over all processes together
     lr: float = 5e-4
     weight_decay: float = 0.0
     adam_betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -84,6 +156,8 @@ class TrainerConfig:
     eval_at_start: bool = True
     max_eval_examples: Optional[int] = None
     save_steps: int = 0  # checkpoint every N steps (0: only the final model)
+    save_total_limit: Optional[int] = None  # keep only the newest N checkpoints (null: all)
+    resume: Optional[str] = None  # auto (newest complete checkpoint of run_dir) | a checkpoint folder | null
     log_steps: int = 1
     output_dir: str = "outputs"  # run folders go under this
     run_dir: Optional[str] = None  # exact run folder (set by the CLI / tests); default: output_dir/<time>_<algo>
@@ -91,6 +165,16 @@ class TrainerConfig:
     num_threads: int = 0  # torch intra-op threads (0: torch's default)
     deterministic: bool = True
     progress: bool = True  # tqdm progress bar
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+
+    def __post_init__(self) -> None:
+        check(self, max_steps=">= 1", batch_size=">= 1", grad_accum=">= 1", eval_batch_size=">= 1", lr="> 0",
+              weight_decay=">= 0", optimizer="one of adamw|sgd", warmup_steps=">= 0", max_grad_norm=">= 0",
+              mixed_precision="one of no|bf16|fp16", seed=">= 0", eval_steps=">= 0", max_eval_examples=">= 1",
+              save_steps=">= 0", save_total_limit=">= 1", log_steps=">= 1", device="one of auto|cpu|cuda",
+              num_threads=">= 0")
+        if len(self.adam_betas) != 2 or not all(_holds(b, "in [0, 1)") for b in self.adam_betas):
+            raise ConfigValueError("adam_betas", list(self.adam_betas), "two numbers in [0, 1)")
 
 
 @dataclass
@@ -108,6 +192,9 @@ class PluginsConfig:
 @dataclass
 class OpsConfig:
     backend: str = "auto"  # auto | kernel | reference
+
+    def __post_init__(self) -> None:
+        check(self, backend="one of auto|kernel|reference")
 
 
 @dataclass

@@ -28,6 +28,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from alignkit.rollout.config import RewardConfig, SamplingConfig
+from alignkit.config.schema import check
 
 __all__ = ["OnlineRankingConfig", "default_cache_dir", "model_fingerprint", "ranked_cache_key", "sample_ranked_lists",
            "build_ranked_online", "read_jsonl", "write_jsonl"]
@@ -36,6 +37,9 @@ __all__ = ["OnlineRankingConfig", "default_cache_dir", "model_fingerprint", "ran
 @dataclass
 class OnlineRankingConfig:
     """Config fields of ranked-list algorithms that can build their lists online (PRO, RRHF)."""
+
+    def __post_init__(self) -> None:
+        check(self, num_samples=">= 0", sampling_batch_size=">= 1")
 
     num_samples: int = 0  #: responses sampled per prompt before training (0: train on the data's lists)
     include_dataset_responses: bool = True  #: keep the data's own responses in each list (rescored by the reward)

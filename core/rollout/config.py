@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Optional
+from alignkit.config.schema import check
 
 __all__ = ["SamplingConfig", "RewardConfig"]
 
@@ -14,6 +15,9 @@ class SamplingConfig:
     top_k: int = 0  #: keep the k most likely tokens (0 = off)
     top_p: float = 1.0  #: nucleus sampling mass (1 = off)
 
+    def __post_init__(self) -> None:
+        check(self, max_new_tokens=">= 1", temperature=">= 0", top_k=">= 0", top_p="in (0, 1]")
+
 
 @dataclass
 class RewardConfig:
@@ -23,3 +27,6 @@ class RewardConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 16  #: reward-model scoring batch size
     missing_eos_penalty: float = 0.0  #: subtracted from the score of a response that never emitted EOS
+
+    def __post_init__(self) -> None:
+        check(self, batch_size=">= 1")

@@ -39,6 +39,7 @@ from alignkit.data.coh import (
 from alignkit.losses.coh import coh_loss
 from alignkit.metrics import preference_accuracy
 from alignkit.modeling import sequence_logprobs, token_logprobs
+from alignkit.config import check
 
 PAPER = "Liu, Sferrazza, Abbeel 2023, Chain of Hindsight Aligns Language Models with Feedback (arXiv:2302.02676)"
 
@@ -55,6 +56,10 @@ class CohConfig:
     form_seed: int = 0  #: seed of the per-example form choice
     eval_samples: int = 0  #: at each evaluation, greedy answers for this many held-out prompts -> coh_samples.jsonl
     eval_max_new_tokens: int = 48  #: length cap of those answers
+
+    def __post_init__(self) -> None:
+        check(self, fcm_max_ratio="in [0, 1)", fcm_min_ratio="in [0, 1)", lm_weight=">= 0", eval_samples=">= 0",
+              eval_max_new_tokens=">= 1")
 
 
 _PAIR_KEYS = ("chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels", "margin")

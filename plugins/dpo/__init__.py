@@ -11,6 +11,7 @@ from alignkit.losses import dpo_loss
 from alignkit.losses.dpo import LOSS_TYPES
 from alignkit.metrics import preference_accuracy
 from alignkit.modeling import sequence_logprobs
+from alignkit.config import check
 
 
 @dataclass
@@ -19,6 +20,9 @@ class DPOConfig:
     loss_type: str = "sigmoid"  # sigmoid | ipo | hinge | robust
     label_smoothing: float = 0.0  # ε: assumed label-noise rate (sigmoid = conservative DPO, robust)
     reference_free: bool = False  # drop the reference terms
+
+    def __post_init__(self) -> None:
+        check(self, beta="> 0", loss_type="one of " + "|".join(LOSS_TYPES), label_smoothing="in [0, 0.5)")
 
 
 class DPO(Algorithm):

@@ -25,6 +25,7 @@ from alignkit import AlgorithmSpec, hookimpl, ops
 from alignkit.losses.ppo import group_advantages, kl_per_token, sequence_kl
 from alignkit.rollout import OnlineAlgorithm, RewardConfig, SamplingConfig
 from alignkit.rollout.online import MetricMeans, minibatches
+from alignkit.config import check
 
 
 @dataclass
@@ -41,16 +42,29 @@ class GroupConfig:
     agg: str = "token-mean"  # token-mean | seq-mean-token-mean | seq-mean-token-sum
     log_samples: int = 4  # responses written to samples.jsonl per iteration
 
+    def __post_init__(self) -> None:
+        check(self, num_samples=">= 2", epochs=">= 1", num_minibatches=">= 1", forward_batch_size=">= 1",
+              clip_eps="> 0", clip_eps_high="> 0", entropy_coef=">= 0",
+              agg="one of token-mean|seq-mean-token-mean|seq-mean-token-sum", log_samples=">= 0")
+
 
 @dataclass
 class GRPOConfig(GroupConfig):
     beta: float = 0.04  # weight of the per-token k3 KL to the reference in the loss
     scale_rewards: bool = True  # divide by the group's std (false: Dr. GRPO)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self, beta=">= 0")
+
 
 @dataclass
 class RLOOConfig(GroupConfig):
     kl_coef: float = 0.05  # sequence-level k1 KL penalty subtracted from the score
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self, kl_coef=">= 0")
 
 
 class GroupRelative(OnlineAlgorithm):

@@ -36,6 +36,7 @@ from alignkit.losses.ppo import (
 )
 from alignkit.rollout import OnlineAlgorithm, RewardConfig, SamplingConfig
 from alignkit.rollout.online import MetricMeans, minibatches
+from alignkit.config import check
 
 from .value import SeparateValueModel, ValueHead, policy_logprobs_and_values
 
@@ -65,6 +66,13 @@ class PPOConfig:
     agg: str = "token-mean"  # token-mean | seq-mean-token-mean | seq-mean-token-sum
     value_model: str = "head"  # head (on the policy) | reward (separate, from reward.model_path)
     log_samples: int = 4  # responses written to samples.jsonl per iteration
+
+    def __post_init__(self) -> None:
+        check(self, num_samples=">= 1", ppo_epochs=">= 1", num_minibatches=">= 1", forward_batch_size=">= 1",
+              clip_eps="> 0", clip_eps_high="> 0", dual_clip="> 1", vf_coef=">= 0", vf_clip="> 0",
+              gamma="in [0, 1]", lam="in [0, 1]", kl_coef=">= 0", kl_estimator="one of k1|k3", kl_target="> 0",
+              kl_horizon="> 0", entropy_coef=">= 0", agg="one of token-mean|seq-mean-token-mean|seq-mean-token-sum",
+              value_model="one of head|reward", log_samples=">= 0")
 
 
 class PPO(OnlineAlgorithm):

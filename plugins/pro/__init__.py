@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from alignkit import AlgorithmSpec, hookimpl
+from alignkit.config import check
 from alignkit.data.ranked import OnlineRankingConfig
 from alignkit.losses.pro import pro_loss
 from alignkit.plugins.ranking import RankedAlgorithm
@@ -20,6 +21,10 @@ PAPER = "Song et al. 2023, Preference Ranking Optimization for Human Alignment (
 class ProConfig(OnlineRankingConfig):
     sft_weight: float = 0.05  #: weight of the (n-1)^2-scaled NLL of the best response
     constant_temperature: bool = False  #: every temperature 1 (tolerates tied rewards); off = reward gaps
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self, sft_weight=">= 0")
 
 
 class PRO(RankedAlgorithm):

@@ -21,6 +21,7 @@ from alignkit.losses.ppo import kl_per_token, sequence_kl
 from alignkit.losses.sft import sft_loss
 from alignkit.rollout import OnlineAlgorithm, RewardConfig, SamplingConfig
 from alignkit.rollout.online import MetricMeans, minibatches
+from alignkit.config import check
 
 
 @dataclass
@@ -35,6 +36,10 @@ class RAFTConfig:
     forward_batch_size: int = 16  # rows per no-grad forward (KL metric)
     track_kl: bool = True  # compute KL to the reference on the samples (a metric only)
     log_samples: int = 4  # responses written to samples.jsonl per iteration
+
+    def __post_init__(self) -> None:
+        check(self, num_samples=">= 1", selection="one of local|global", alpha="in (0, 1]", sft_epochs=">= 1",
+              num_minibatches=">= 1", forward_batch_size=">= 1", log_samples=">= 0")
 
 
 def raft_select(scores: torch.Tensor, group_size: int, selection: str = "local",

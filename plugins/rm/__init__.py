@@ -10,12 +10,16 @@ from alignkit.algorithm import Algorithm, AlgorithmSpec
 from alignkit.losses import bradley_terry_loss
 from alignkit.metrics import preference_accuracy
 from alignkit.modeling import reward_scores
+from alignkit.config import check
 
 
 @dataclass
 class RewardModelConfig:
     center_rewards: float = 0.0  # c in + c * mean((r_c + r_r)^2): keeps rewards near 0
     use_margin: bool = True  # subtract the data's margin (when it has one) inside the sigmoid
+
+    def __post_init__(self) -> None:
+        check(self, center_rewards=">= 0")
 
 
 class RewardModel(Algorithm):

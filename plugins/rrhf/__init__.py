@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from alignkit import AlgorithmSpec, hookimpl
+from alignkit.config import check
 from alignkit.data.ranked import OnlineRankingConfig
 from alignkit.losses.rrhf import rrhf_loss
 from alignkit.plugins.ranking import RankedAlgorithm
@@ -20,6 +21,10 @@ PAPER = "Yuan et al. 2023, RRHF: Rank Responses to Align Language Models with Hu
 class RrhfConfig(OnlineRankingConfig):
     rank_weight: float = 1.0  #: weight of the ranking hinge against the SFT term
     length_penalty: float = 1.0  #: alpha in S / len^alpha (1 = mean log-prob, 0 = sum)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self, rank_weight=">= 0", length_penalty=">= 0")
 
 
 class RRHF(RankedAlgorithm):

@@ -16,7 +16,7 @@ def _all_yaml():
 
 @pytest.mark.parametrize("rel", _all_yaml(), ids=str)
 def test_every_config_file_composes(rel):
-    group, option = rel.parts[0], rel.with_suffix("").name
+    group, option = "/".join(rel.parts[:-1]), rel.with_suffix("").name
     extra = ["model.path=some/model"] if (group, option) == ("model", "hf") else []
     cfg = compose_config([f"{group}={option}", *extra])
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=group != "experiment")
@@ -24,6 +24,8 @@ def test_every_config_file_composes(rel):
         assert cfg.algo.name == option
     elif group in ("model", "data"):
         assert cfg[group].name == option
+    elif group == "trainer/distributed":
+        assert cfg.trainer.distributed.strategy == option
 
 
 def test_conf_walk_found_every_group():
@@ -70,3 +72,41 @@ def test_unknown_algorithm_lists_options():
 def test_data_source_fields_are_typed():
     with pytest.raises(ConfigError):
         compose_config(["data.sources.0.weight=heavy"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("trainer.batch_size=0", "trainer.batch_size=0 is out of range (must be >= 1); set trainer.batch_size to a value >= 1"),
+    ("trainer.grad_accum=0", "trainer.grad_accum=0 is out of range (must be >= 1)"),
+    ("trainer.log_steps=0", "trainer.log_steps=0 is out of range (must be >= 1)"),
+    ("trainer.eval_batch_size=0", "trainer.eval_batch_size=0 is out of range (must be >= 1)"),
+    ("trainer.lr=-1", "trainer.lr=-1.0 is out of range (must be > 0)"),
+    ("trainer.max_steps=abc", "trainer.max_steps=abc is not an integer; give trainer.max_steps an integer"),
+    ("trainer.mixed_precision=fp8", "choose one of no, bf16, fp16"),
+    ("algo.beta=-1", "algo.beta=-1.0 is out of range (must be > 0)"),
+    ("data.max_length=1", "data.max_length=1 is out of range (must be >= 2)"),
+    ("data.sources.0.weight=0", "data.sources.0.weight=0.0 is out of range (must be > 0)"),
+    ("ops.backend=fast", "ops.backend='fast' is out of range (must be one of auto|kernel|reference)"),
+])
+def test_out_of_range_values_fail_at_composition_naming_the_key(override, message):
+    with pytest.raises(ConfigError) as e:
+        compose_config([override])
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["algo=grpo", "algo.generation.temperature=-1"], "algo.generation.temperature=-1.0 is out of range (must be >= 0)"),
+    (["algo=rloo", "algo.num_samples=1"], "algo.num_samples=1 is out of range (must be >= 2)"),
+    (["algo=ppo", "algo.lam=2"], "algo.lam=2.0 is out of range (must be in [0, 1])"),
+    (["algo=raft", "algo.alpha=0"], "algo.alpha=0.0 is out of range (must be in (0, 1])"),
+    (["algo=dpo", "algo.loss_type=ipo2"], "choose one of sigmoid, ipo, hinge, robust"),
+])
+def test_algorithm_configs_check_their_ranges(overrides, message):
+    with pytest.raises(ConfigError) as e:
+        compose_config(overrides)
+    assert message in str(e.value)
+
+
+def test_boundary_values_pass():
+    cfg = compose_config(["algo=grpo", "algo.beta=0", "algo.generation.temperature=0", "trainer.max_grad_norm=0",
+                          "trainer.eval_steps=0"])
+    assert cfg.algo.beta == 0 and cfg.trainer.max_grad_norm == 0
