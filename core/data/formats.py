@@ -17,12 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from alignkit.errors import UserError
+
 HH_ASSISTANT = "\n\nAssistant:"
 HH_HUMAN = "\n\nHuman:"
 
 
-class FormatError(ValueError):
-    """A record that does not fit its format; the loader adds file and line."""
+class FormatError(UserError, ValueError):
+    """A record that does not fit its format; the loader adds file, line and how to fix it."""
 
 
 @dataclass
@@ -41,12 +43,18 @@ class DatasetPreset:
     config: dict = field(default_factory=dict)  #: a data config (see ``alignkit.config.DataConfig``)
 
 
+def present_fields(record: dict) -> list[str]:
+    """The record's fields that hold a value: ``datasets`` gives every record every column
+    of the file, with None where a line lacks it, so None counts as absent."""
+    return sorted(k for k, v in record.items() if v is not None)
+
+
 def _field(record: dict, fields: dict, name: str, required: bool = True) -> Any:
     col = fields.get(name, name)
-    if col not in record or record[col] is None:
+    if record.get(col) is None:
         if required:
-            raise FormatError(f"missing field {col!r}" + (f" (mapped from {name!r})" if col != name else "")
-                              + f"; record has {sorted(record)}")
+            mapped = f" (mapped from {name!r})" if col != name else ""
+            raise FormatError(f"missing field {col!r}{mapped}, the record has {present_fields(record)}")
         return None
     return record[col]
 
@@ -90,7 +98,7 @@ def _hh(record: dict, fields: dict) -> dict:
             n += 1
         cut = chosen_text.rfind(HH_ASSISTANT, 0, n)
         if cut < 0:
-            raise FormatError("'chosen' and 'rejected' share no prompt ending with '\n\nAssistant:'")
+            raise FormatError("'chosen' and 'rejected' share no prompt ending with '\\n\\nAssistant:'")
         chosen_prompt, _ = parse_hh_dialogue(chosen_text[: cut + len(HH_ASSISTANT)])
         chosen = chosen_text[cut + len(HH_ASSISTANT):].strip()
         rejected = rejected_text[cut + len(HH_ASSISTANT):].strip()
@@ -180,8 +188,7 @@ def detect_format(columns: list[str], fields: dict, formats: dict[str, DataForma
     for spec in formats.values():
         if spec.detect_fields and all(fields.get(f, f) in cols for f in spec.detect_fields):
             return spec
-    raise FormatError(f"cannot detect the format from columns {sorted(cols)}; set 'format:' "
-                      f"to one of {sorted(formats)}")
+    raise FormatError(f"cannot detect the format from columns {sorted(cols)}")
 
 
 # ---------------------------------------------------------------------------

@@ -10,6 +10,11 @@ the prompt, so the loss sees responses only.
 Truncation (``data.truncation``): ``truncate`` keeps the last
 ``max_prompt_length`` prompt tokens, then cuts the response from the right to
 fit ``max_length`` (a cut response gets no EOS); ``drop`` drops such examples.
+Examples that cannot teach anything are dropped before tokenisation: a
+preference pair whose chosen and rejected responses are the same text
+(whitespace aside) is counted as ``identical_pair``, and an example with an
+empty (whitespace-only) response as ``empty_response``. Prompt-only examples
+are never dropped this way.
 Every truncation and drop is counted in :data:`STATS` and logged by the trainer.
 """
 from __future__ import annotations
@@ -102,8 +107,35 @@ def _join(prompt_ids: list[int], response_ids: list[int]) -> tuple[list[int], li
     return prompt_ids + response_ids, [IGNORE] * len(prompt_ids) + list(response_ids)
 
 
-def tokenize_example(example: dict, kind: str, tokenizer, data_cfg) -> dict | None:
-    """Token ids and labels for one normalised example; ``None`` if dropped."""
+def _response_texts(example: dict, kind: str) -> list:
+    """The responses of a normalised example of ``kind`` (sft, preference or ranked)."""
+    if kind == "sft":
+        return [example["completion"]]
+    if kind == "preference":
+        return [example["chosen"], example["rejected"]]
+    if kind == "ranked":
+        return list(example["responses"])
+    raise ValueError(f"unknown data kind {kind!r}")
+
+
+def _blank(text) -> bool:
+    return isinstance(text, str) and not text.strip()
+
+
+def unusable_reason(texts: list, kind: str) -> str | None:
+    """Why an example with these responses cannot train (its :data:`STATS` key), or None."""
+    if any(_blank(t) for t in texts):
+        return "empty_response"
+    if kind == "preference" and str(texts[0]).strip() == str(texts[1]).strip():
+        return "identical_pair"
+    return None
+
+
+def tokenize_example(example: dict, kind: str, tokenizer, data_cfg, drop_unusable: bool = True) -> dict | None:
+    """Token ids and labels for one normalised example; ``None`` if dropped.
+
+    ``drop_unusable=False`` keeps empty responses and identical pairs (scoring a
+    generated completion, which may be empty, rather than training on data)."""
     p_ids = _ids(tokenizer, render_prompt(example["prompt"], tokenizer))
     if kind == "prompt":
         if len(p_ids) > data_cfg.max_prompt_length:
@@ -115,14 +147,11 @@ def tokenize_example(example: dict, kind: str, tokenizer, data_cfg) -> dict | No
         # "prompt" stays raw (str or chat messages): reward functions, reward models with another
         # tokenizer and samples.jsonl see the prompt as the data gave it, not the rendered template
         return {"prompt_input_ids": p_ids, "prompt": example["prompt"], "reference": example.get("reference")}
-    if kind == "sft":
-        texts = [example["completion"]]
-    elif kind == "preference":
-        texts = [example["chosen"], example["rejected"]]
-    elif kind == "ranked":
-        texts = list(example["responses"])
-    else:
-        raise ValueError(f"unknown data kind {kind!r}")
+    texts = _response_texts(example, kind)
+    reason = unusable_reason(texts, kind) if drop_unusable else None
+    if reason is not None:
+        STATS[reason] += 1
+        return None
     responses = [encode_response(example["prompt"], t, tokenizer) for t in texts]
     fitted = _fit(p_ids, responses, data_cfg)
     if fitted is None:

