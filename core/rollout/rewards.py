@@ -112,7 +112,8 @@ class RewardScorer:
 
         feats = []
         for p, c in zip(prompts, completions):
-            f = tokenize_example({"prompt": p, "completion": c}, "sft", self.tokenizer, self.data_cfg)
+            f = tokenize_example({"prompt": p, "completion": c}, "sft", self.tokenizer, self.data_cfg,
+                                 drop_unusable=False)
             if f is None:
                 raise ValueError(f"reward model could not tokenise a completion (prompt {str(p)[:60]!r})")
             feats.append(f)
