@@ -66,8 +66,10 @@ class RunContext:
 
     The trainer fills it; algorithms read models and call :meth:`backward` and
     :meth:`optimizer_step` rather than touching the optimiser themselves, so the
-    loop keeps gradient accumulation, clipping, mixed precision and (later)
-    data parallelism in one place.
+    loop keeps gradient accumulation, clipping, mixed precision and data
+    parallelism in one place. Under several processes each algorithm instance
+    sees its process's shard of every batch; files (samples, extra logs) are
+    written by the main process only (:attr:`is_main_process`).
     """
 
     cfg: DictConfig  #: the whole resolved run config
@@ -83,6 +85,15 @@ class RunContext:
     @property
     def device(self) -> torch.device:
         return self.accelerator.device
+
+    @property
+    def is_main_process(self) -> bool:
+        """True on the process that writes files (process 0; always True in a one-process run)."""
+        return self.accelerator is None or self.accelerator.is_main_process
+
+    @property
+    def num_processes(self) -> int:
+        return 1 if self.accelerator is None else self.accelerator.num_processes
 
     def backward(self, loss: torch.Tensor) -> None:
         """Backpropagate ``loss`` (scaled for mixed precision when needed)."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 HELP = """\
@@ -22,6 +23,12 @@ examples:
   alignkit train -m algo.beta=0.05,0.1,0.5        # sweep: one run folder each
   alignkit train --cfg job                        # print the composed config and exit
   alignkit train --help                           # config groups and every option
+  alignkit train trainer.run_dir=runs/a trainer.save_steps=50
+  alignkit train trainer.run_dir=runs/a trainer.resume=auto    # continue it after a crash / preemption
+  torchrun --nproc_per_node=2 -m alignkit train    # data parallel (trainer.batch_size is global)
+
+A user error prints one line, `alignkit: <what went wrong>; <how to fix it>`, and exits with 2;
+--debug (or ALIGNKIT_DEBUG=1) shows its traceback.
 
 Every run folder holds config.yaml, metrics.jsonl, TensorBoard events, curves.png and final/ (a Hugging Face
 model). Docs: README.md.
@@ -48,38 +55,56 @@ def _setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def cmd_train(argv: list[str]) -> int:
-    """Compose with Hydra (multirun with -m) and train."""
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import DictConfig
+_HYDRA_FLAGS = {"-m", "--multirun", "--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i"}
 
-    from alignkit.config.compose import ConfigError, compose_config, register_configs
+
+def _uses_hydra_app(argv: list[str]) -> bool:
+    """Sweeps and Hydra's own flags go through ``hydra.main``; a single run is composed directly, so
+    Hydra makes no folder of its own and errors reach :func:`main` as one line."""
+    return any(a in _HYDRA_FLAGS or a.startswith(("--cfg", "hydra.", "--config")) for a in argv)
+
+
+def _train_one(cfg, overrides: list[str]):
+    """Train (or run the pipeline of) one composed config and print where it went."""
+    from alignkit.trainer import train
+
+    if cfg.stages:
+        from alignkit.pipeline import run_pipeline
+
+        run_pipeline(cfg, cfg.trainer.run_dir, overrides=overrides)
+        return None
+    result = train(cfg)
+    if int(os.environ.get("RANK", "0")) == 0:
+        shown = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("eval/")}
+        print(f"\nrun folder: {result.output_dir}\nfinal metrics: {shown}", flush=True)
+    return result.metrics.get("eval/loss")
+
+
+def cmd_train(argv: list[str]) -> int:
+    """Compose and train; sweeps (-m) run each job through Hydra's launcher."""
+    from alignkit.config.compose import compose_config, register_configs
     from alignkit.registry import default_registry
 
     registry = default_registry()
     register_configs(registry)
-    flags = {"-m", "--multirun", "--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i"}
-    if not any(a in flags or a.startswith(("--cfg", "hydra.", "--config")) for a in argv):
-        try:  # validate first: errors name the valid keys, and no run folder is made for a typo
-            compose_config(argv, registry)
-        except ConfigError as exc:
-            print(f"alignkit train: bad configuration: {exc}", file=sys.stderr)
-            return 2
+    if not _uses_hydra_app(argv):
+        _train_one(compose_config(argv, registry), argv)
+        return 0
+    if any(a in ("-m", "--multirun") for a in argv):  # validate once: errors name the key, no sweep folder
+        compose_config([a for a in argv if not a.startswith("-") and "," not in a.split("=", 1)[-1]], registry)
+
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import DictConfig
+
+    from alignkit.config.compose import validate
 
     @hydra.main(config_path="pkg://alignkit.conf", config_name="config", version_base="1.3")
     def _main(cfg: DictConfig):
-        from alignkit.trainer import train
-
-        run_dir = cfg.trainer.run_dir or HydraConfig.get().runtime.output_dir
-        if cfg.stages:
-            from alignkit.pipeline import run_pipeline
-
-            return run_pipeline(cfg, run_dir)
-        result = train(cfg, run_dir=run_dir)
-        shown = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("eval/")}
-        print(f"\nrun folder: {result.output_dir}\nfinal metrics: {shown}", flush=True)
-        return result.metrics.get("eval/loss")
+        validate(cfg)
+        if not cfg.trainer.run_dir:
+            cfg.trainer.run_dir = HydraConfig.get().runtime.output_dir
+        return _train_one(cfg, list(HydraConfig.get().overrides.task))
 
     old = sys.argv
     sys.argv = ["alignkit train", *argv]
@@ -132,7 +157,17 @@ def main(argv: list[str] | None = None) -> int:
         _parser().print_help()
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     cmd, rest = argv[0], argv[1:]
+    if "--debug" in rest:
+        rest.remove("--debug")
+        os.environ["ALIGNKIT_DEBUG"] = "1"
     _setup_logging()
+    try:
+        return _run_command(cmd, rest)
+    except Exception as exc:  # noqa: BLE001 - user errors become one line; bugs keep their traceback
+        return _report(exc)
+
+
+def _run_command(cmd: str, rest: list[str]) -> int:
     if cmd == "train":
         return cmd_train(rest)
     if cmd == "list":
@@ -144,6 +179,25 @@ def main(argv: list[str] | None = None) -> int:
     from alignkit.profile import main as profile_main
 
     return profile_main(rest)
+
+
+def _report(exc: Exception) -> int:
+    """Print a user error as ``alignkit: <what>; <fix>`` (exit 2, or 128 + signal for an interrupted
+    run); re-raise anything else. ``--debug`` / ``ALIGNKIT_DEBUG=1`` shows the traceback too."""
+    from alignkit.errors import UserError, debug_enabled, format_user_error
+    from alignkit.registry import PluginError, UnknownNameError
+
+    err = exc
+    while not isinstance(err, (UserError, PluginError, UnknownNameError)) and err.__cause__ is not None:
+        err = err.__cause__  # Hydra's launcher wraps the job's exception
+    if not isinstance(err, (UserError, PluginError, UnknownNameError)):
+        raise exc
+    if debug_enabled():
+        import traceback
+
+        traceback.print_exception(err)
+    print(format_user_error(err), file=sys.stderr, flush=True)
+    return getattr(err, "exit_code", 2)
 
 
 def compose_config(overrides, registry=None):

@@ -113,7 +113,7 @@ def _stored_options(group: str) -> list[str]:
     return [k[:-5] for k in node if k.endswith(".yaml")] if isinstance(node, dict) else []
 
 
-def _validate(node, path: str = "") -> None:
+def validate(node, path: str = "") -> None:
     """Run every config dataclass's ``__post_init__`` range checks, children before parents,
     so a failure names its full key (``algo.generation.temperature=-1.0: must be >= 0``)."""
     from omegaconf import ListConfig
@@ -122,7 +122,7 @@ def _validate(node, path: str = "") -> None:
         for key in node.keys():
             child = node._get_node(key)
             if isinstance(child, (DictConfig, ListConfig)):
-                _validate(child, f"{path}.{key}" if path else str(key))
+                validate(child, f"{path}.{key}" if path else str(key))
         cls = OmegaConf.get_type(node)
         if dataclasses.is_dataclass(cls) and hasattr(cls, "__post_init__"):
             try:
@@ -135,7 +135,7 @@ def _validate(node, path: str = "") -> None:
     elif isinstance(node, ListConfig):
         for i, item in enumerate(node):
             if isinstance(item, (DictConfig, ListConfig)):
-                _validate(item, f"{path}.{i}")
+                validate(item, f"{path}.{i}")
 
 
 def _compose(overrides: list[str]) -> DictConfig:
@@ -158,5 +158,5 @@ def compose_config(overrides: list[str] | tuple = (), registry=None) -> DictConf
         cfg = _compose(list(overrides))
     except Exception as exc:  # noqa: BLE001 - re-raised as one line with the valid keys
         raise _composition_error(exc, list(overrides)) from exc
-    _validate(cfg)
+    validate(cfg)
     return cfg

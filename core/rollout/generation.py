@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import torch
 
 __all__ = ["Rollout", "generate", "generate_from_prompts", "tokenize_prompts", "stop_token_ids", "pad_token_id",
-           "concat_prompt_batches"]
+           "concat_prompt_batches", "row_seeds", "KeyedGumbelSampler"]
 
 
 @dataclass
@@ -74,6 +74,32 @@ class Rollout:
         return replace(self, **out)
 
 
+def row_seeds(*key: Any, index: Sequence[int], num_samples: int) -> list[int]:
+    """One 63-bit seed per rollout row (prompt ``index[i]``, sample ``j``), from ``key`` (e.g. the run
+    seed, ``"train"`` and the iteration): a row's sample depends on its key alone, not on which
+    other prompts share its batch or process."""
+    import hashlib
+
+    base = ":".join(str(k) for k in key)
+    return [int.from_bytes(hashlib.blake2b(f"{base}:{int(i)}:{j}".encode(), digest_size=8).digest(), "little") >> 1
+            for i in index for j in range(int(num_samples))]
+
+
+class KeyedGumbelSampler:
+    """A ``transformers`` logits processor that turns greedy decoding into sampling from
+    ``softmax(scores)`` by adding Gumbel noise (Gumbel-max trick) drawn from one seeded generator
+    per row: row ``i``'s ``t``-th token uses the ``t``-th draw of ``seeds[i]``, whatever the batch."""
+
+    def __init__(self, seeds: Sequence[int]):
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:  # scores [N, V]
+        V = scores.shape[1]
+        u = torch.stack([torch.rand(V, generator=g, dtype=torch.float64) for g in self.generators])  # [N, V]
+        gumbel = -torch.log(-torch.log(u.clamp_min(1e-300)))  # [N, V]
+        return scores + gumbel.to(device=scores.device, dtype=scores.dtype)
+
+
 def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
     """Token ids that end a response: the tokenizer's EOS plus the model's generation-config EOS ids."""
     ids: list[int] = []
@@ -109,14 +135,18 @@ def concat_prompt_batches(batches: list[dict], pad_id: int) -> dict:
         masks.append(torch.nn.functional.pad(b["prompt_attention_mask"], (pad, 0), value=0))
         prompts += list(b["prompts"])
         refs += list(b.get("references") or [None] * len(b["prompts"]))
-    return {"prompt_input_ids": torch.cat(ids), "prompt_attention_mask": torch.cat(masks),
-            "prompts": prompts, "references": refs}
+    out = {"prompt_input_ids": torch.cat(ids), "prompt_attention_mask": torch.cat(masks),
+           "prompts": prompts, "references": refs}
+    if all("index" in b for b in batches):
+        out["index"] = torch.cat([b["index"] for b in batches])  # [B]
+    return out
 
 
 @torch.no_grad()
 def generate(model: Any, tokenizer: Any, prompt_input_ids: torch.Tensor, prompt_attention_mask: torch.Tensor, *,
              max_new_tokens: int = 64, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-             num_samples: int = 1, prompts: Sequence | None = None, references: Sequence | None = None) -> Rollout:
+             num_samples: int = 1, prompts: Sequence | None = None, references: Sequence | None = None,
+             seeds: Sequence[int] | None = None) -> Rollout:
     """Sample ``num_samples`` responses per prompt with ``model.generate``.
 
     ``prompt_input_ids`` / ``prompt_attention_mask``: ``[B, Tp]``, **left** padded (as in
@@ -126,21 +156,40 @@ def generate(model: Any, tokenizer: Any, prompt_input_ids: torch.Tensor, prompt_
     ``max_new_tokens``. ``prompts`` (raw prompt of each of the ``B`` rows, for reward
     functions and logging) defaults to the decoded prompt ids. The model is put in eval
     mode while sampling and restored afterwards. Returns a :class:`Rollout` of
-    ``B * num_samples`` rows, samples of one prompt consecutive.
+    ``B * num_samples`` rows, samples of one prompt consecutive. ``seeds`` (one per row, see
+    :func:`row_seeds`) makes each row's sample depend on its seed alone
+    (:class:`KeyedGumbelSampler`); without them sampling draws from torch's global RNG.
     """
     stops = stop_token_ids(model, tokenizer)
     pad_id = pad_token_id(model, tokenizer)
     device = prompt_input_ids.device
     kwargs: dict[str, Any] = dict(max_new_tokens=int(max_new_tokens), pad_token_id=pad_id, eos_token_id=stops,
                                   num_return_sequences=int(num_samples), use_cache=True)
-    if temperature and temperature > 0:
+    inputs, attn_in = prompt_input_ids, prompt_attention_mask
+    if temperature and temperature > 0 and seeds is not None:
+        from transformers import (LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper,
+                                  TopPLogitsWarper)
+
+        if len(seeds) != prompt_input_ids.shape[0] * int(num_samples):
+            raise ValueError(f"generate: {len(seeds)} seeds for {prompt_input_ids.shape[0] * int(num_samples)} rows")
+        procs = [TemperatureLogitsWarper(float(temperature))]
+        if top_k:
+            procs.append(TopKLogitsWarper(int(top_k)))
+        if top_p < 1:
+            procs.append(TopPLogitsWarper(float(top_p)))
+        procs.append(KeyedGumbelSampler(seeds))
+        inputs = prompt_input_ids.repeat_interleave(int(num_samples), 0)  # [N, Tp]
+        attn_in = prompt_attention_mask.repeat_interleave(int(num_samples), 0)  # [N, Tp]
+        kwargs.update(do_sample=False, temperature=None, top_k=None, top_p=None, num_return_sequences=1,
+                      logits_processor=LogitsProcessorList(procs))
+    elif temperature and temperature > 0:
         kwargs.update(do_sample=True, temperature=float(temperature), top_k=int(top_k or 0), top_p=float(top_p))
     else:
         kwargs.update(do_sample=False, temperature=None, top_k=None, top_p=None)
     was_training = model.training
     model.eval()
     try:
-        out = model.generate(input_ids=prompt_input_ids, attention_mask=prompt_attention_mask, **kwargs)
+        out = model.generate(input_ids=inputs, attention_mask=attn_in, **kwargs)
     finally:
         model.train(was_training)
     B, Tp = prompt_input_ids.shape

@@ -17,7 +17,7 @@ import torch
 from alignkit.algorithm import Algorithm
 from alignkit.losses.ppo import apply_missing_eos_penalty
 from alignkit.modeling import token_logprobs
-from alignkit.rollout.generation import Rollout, concat_prompt_batches, generate, pad_token_id
+from alignkit.rollout.generation import Rollout, concat_prompt_batches, generate, pad_token_id, row_seeds
 from alignkit.rollout.rewards import RewardScorer
 
 __all__ = ["OnlineAlgorithm", "minibatches", "MetricMeans"]
@@ -77,14 +77,20 @@ class OnlineAlgorithm(Algorithm):
         t = self.cfg.generation.temperature
         return t if t > 0 else 1.0
 
-    def _sample(self, batch: dict, num_samples: int) -> tuple[Rollout, torch.Tensor]:
-        """Generate for a prompt batch with the configured sampling and score: ``(rollout, scores)``."""
+    def _sample(self, batch: dict, num_samples: int, stream: str = "train") -> tuple[Rollout, torch.Tensor]:
+        """Generate for a prompt batch with the configured sampling and score: ``(rollout, scores)``.
+        Each response's randomness is keyed by (run seed, ``stream``, iteration, prompt index, sample),
+        so rollouts do not depend on the number of processes and a resumed run samples the same."""
         g = self.cfg.generation
+        seeds = None
+        if "index" in batch:
+            seeds = row_seeds(int(self.run.cfg.trainer.seed), stream, self.iteration,
+                              index=batch["index"].tolist(), num_samples=num_samples)
         with self.timer("generate"):
             ro = generate(self.run.policy, self.run.tokenizer, batch["prompt_input_ids"].to(self.run.device),
                           batch["prompt_attention_mask"].to(self.run.device), max_new_tokens=g.max_new_tokens,
                           temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, num_samples=num_samples,
-                          prompts=batch["prompts"], references=batch.get("references"))
+                          prompts=batch["prompts"], references=batch.get("references"), seeds=seeds)
         with self.timer("score"):
             raw = self.scorer(ro.prompts, ro.completions, references=ro.references, input_ids=ro.input_ids,
                               attention_mask=ro.attention_mask).to(self.run.device)
@@ -113,7 +119,7 @@ class OnlineAlgorithm(Algorithm):
         """Held-out prompts: one sampled response each (the training sampling settings),
         scored by the run's reward: ``eval/score``, ``eval/response_length``, ``eval/eos_fraction``."""
         train_times, self.times = self.times, {}  # evaluation time is not training-iteration time
-        ro, scores = self._sample(batch, 1)
+        ro, scores = self._sample(batch, 1, stream="eval")
         self.times = train_times
         return {"score": float(scores.mean()), "response_length": float(ro.response_lengths.float().mean()),
                 "eos_fraction": float(ro.has_eos.float().mean())}
@@ -133,7 +139,7 @@ class OnlineAlgorithm(Algorithm):
     def write_samples(self, ro: Rollout, extra: dict[str, Any] | None = None) -> None:
         """Append the first ``log_samples`` responses of the iteration to ``samples.jsonl``."""
         n = min(int(self.cfg.log_samples), len(ro))
-        if n <= 0:
+        if n <= 0 or not self.run.is_main_process:
             return
         self.samples_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.samples_path, "a", encoding="utf-8") as f:

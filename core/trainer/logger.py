@@ -12,16 +12,34 @@ class MetricsLogger:
     to ``metrics.jsonl``, the same scalars to TensorBoard, and keeps the history
     for :meth:`plot`."""
 
-    def __init__(self, run_dir: Path, cfg):
+    def __init__(self, run_dir: Path, cfg, resume_step: int = 0):
+        """``resume_step``: the step a resumed run continues after; rows and events of later steps
+        (written before the interruption) are dropped, so no step is logged twice."""
         self.run_dir = Path(run_dir)
         self.cfg = cfg
         self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)
-        self._jsonl = open(self.run_dir / "metrics.jsonl", "a") if cfg.jsonl else None
+        self._path = self.run_dir / "metrics.jsonl"
+        self._kept = self._truncate(resume_step) if self._path.exists() else []
+        self._jsonl = open(self._path, "a") if cfg.jsonl else None
         self._tb = None
         if cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+            self._tb = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=resume_step + 1)
+
+    def _truncate(self, resume_step: int) -> list[dict]:
+        """Keep the rows of steps up to ``resume_step`` (0 keeps the step-0 evaluation only when resuming)."""
+        rows = [json.loads(line) for line in self._path.read_text().splitlines() if line.strip()]
+        kept = [r for r in rows if r["step"] <= resume_step] if resume_step > 0 else []
+        self._path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        return kept
+
+    def restore_history(self) -> None:
+        """Reload the kept rows into :attr:`history` (for ``curves.png`` of a resumed run)."""
+        for row in self._kept:
+            for k, v in row.items():
+                if k != "step":
+                    self.history[k].append((row["step"], float(v)))
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         clean = {k: float(v) for k, v in metrics.items()}

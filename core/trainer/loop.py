@@ -1,15 +1,23 @@
 """The training loop.
 
-``train(cfg)`` builds a run from a composed config: plugins -> algorithm,
-tokenizer and model(s), data, optimiser and schedule; then steps the algorithm,
-evaluates, checkpoints and saves the final model in Hugging Face format.
-The loop never knows which algorithm it runs: it asks the registry.
+``train(cfg)`` builds a run from a composed config: plugins -> algorithm, tokenizer and
+model(s), data, optimiser and schedule; then steps the algorithm, evaluates, checkpoints and
+saves the final model in Hugging Face format. The loop never knows which algorithm it runs:
+it asks the registry.
+
+Several processes (``torchrun`` / ``accelerate launch``) run the same loop under
+``accelerate``: each takes its shard of every global batch (:class:`BatchStream`) and of the
+held-out set, gradients are averaged by torch's ``DistributedDataParallel``, metrics are
+averaged over processes, and process 0 alone writes logs, checkpoints and ``final/``.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
+import shutil
+import signal
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,10 +28,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from alignkit.algorithm import RunContext
+from alignkit.errors import DiskFullError, NonFiniteError, RunFolderError, UserError
 from alignkit.trainer.logger import MetricsLogger
-from alignkit.trainer.state import BatchStream, TrainState
+from alignkit.trainer.state import (STATE_FILE, WEIGHTS_FILE, BatchStream, TrainState, complete_checkpoints,
+                                    load_state_file, rng_state)
 
 log = logging.getLogger("alignkit")
+
+#: what a run folder holds once a run has started in it
+RUN_MARKERS = ("config.yaml", "metrics.jsonl", "checkpoints", "final")
 
 
 @dataclass
@@ -33,18 +46,12 @@ class RunResult:
     history: dict  #: metric -> [(step, value), ...]
 
 
-def make_run_dir(cfg: DictConfig) -> Path:
-    if cfg.trainer.run_dir:
-        path = Path(cfg.trainer.run_dir)
-    else:
-        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-        path = Path(cfg.trainer.output_dir) / f"{stamp}_{cfg.algo.name}"
-        n = 1
-        while path.exists():
-            n += 1
-            path = Path(cfg.trainer.output_dir) / f"{stamp}_{cfg.algo.name}_{n}"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+class TrainingInterrupted(UserError):
+    """SIGINT / SIGTERM: a checkpoint was saved and the run stopped; ``exit_code`` is 128 + signal."""
+
+    def __init__(self, what: str, fix: str, signum: int):
+        super().__init__(what, fix)
+        self.exit_code = 128 + int(signum)
 
 
 def _algo_config(cfg: DictConfig):
@@ -52,14 +59,98 @@ def _algo_config(cfg: DictConfig):
     return OmegaConf.to_object(cfg.algo) if OmegaConf.get_type(cfg.algo) not in (dict, None) else cfg.algo
 
 
+def _holds_run(path: Path) -> bool:
+    return path.is_dir() and any((path / m).exists() for m in RUN_MARKERS)
+
+
+def plan_run_dir(cfg: DictConfig) -> tuple[Path, Path | None, bool]:
+    """``(run folder, checkpoint to resume or None, whether the folder is new)`` for a run config.
+
+    ``trainer.resume=auto`` resumes the newest complete checkpoint of ``trainer.run_dir`` (and
+    starts at step 0 when it has none); a checkpoint path resumes that checkpoint (its run folder
+    unless ``trainer.run_dir`` is set). Without ``resume``, a folder that already holds a run is
+    refused, so nothing is overwritten or appended to by accident."""
+    tcfg = cfg.trainer
+    resume = tcfg.resume
+    if resume and resume != "auto":
+        ckpt = Path(resume)
+        if not (ckpt / STATE_FILE).is_file():
+            raise RunFolderError(f"trainer.resume={resume}: not a complete checkpoint (no {STATE_FILE})",
+                                 "give a checkpoints/step-N folder of a run, or trainer.resume=auto")
+        path = Path(tcfg.run_dir) if tcfg.run_dir else ckpt.parent.parent
+        return path, ckpt, False
+    if resume == "auto":
+        if not tcfg.run_dir:
+            raise RunFolderError("trainer.resume=auto needs the run folder to resume",
+                                 "set trainer.run_dir to the folder of the run")
+        path = Path(tcfg.run_dir)
+        found = complete_checkpoints(path)
+        return path, (found[-1] if found else None), not path.exists()
+    if tcfg.run_dir:
+        path = Path(tcfg.run_dir)
+        if _holds_run(path):
+            raise RunFolderError(f"run folder {path} already holds a run",
+                                 "continue it with trainer.resume=auto, or choose another trainer.run_dir")
+        return path, None, not path.exists()
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    path = Path(tcfg.output_dir) / f"{stamp}_{cfg.algo.name}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = Path(tcfg.output_dir) / f"{stamp}_{cfg.algo.name}_{n}"
+    return path, None, True
+
+
+def make_run_dir(cfg: DictConfig) -> Path:
+    """Create (and return) the run folder :func:`plan_run_dir` chooses."""
+    path = plan_run_dir(cfg)[0]
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class _TrainedModules(torch.nn.Module):
+    """The policy and the algorithm's extra modules as one module, for data parallelism.
+
+    Algorithms call the policy and their modules directly (generation, fused log-probs on the
+    backbone). Calling this module's (empty) forward before a backward readies
+    ``DistributedDataParallel`` to average the gradients of every parameter it holds."""
+
+    def __init__(self, modules: list[torch.nn.Module]):
+        super().__init__()
+        self.held = torch.nn.ModuleList(modules)
+
+    def forward(self) -> None:
+        return None
+
+
+def _reduce_metrics(accelerator, metrics: dict[str, float]) -> dict[str, float]:
+    """Mean of each metric over processes (a metric missing on a process is averaged over the others)."""
+    if accelerator.num_processes == 1:
+        return metrics
+    from accelerate.utils import gather_object
+
+    sums: dict[str, list[float]] = {}
+    for part in gather_object([metrics]):
+        for k, v in part.items():
+            sums.setdefault(k, []).append(float(v))
+    return {k: sum(v) / len(v) for k, v in sums.items()}
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    text = str(exc)
+    return (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left" in text or (
+        isinstance(exc, RuntimeError) and ("unexpected pos" in text or "PytorchStreamWriter failed" in text))
+
+
 class Trainer:
-    """Owns the :class:`TrainState` and the mechanics every algorithm shares:
-    backward with mixed precision, clipping, optimiser and schedule steps,
-    evaluation, logging and saving."""
+    """Owns the :class:`TrainState` and the mechanics every algorithm shares: backward with mixed
+    precision, clipping, optimiser and schedule steps, evaluation, logging, checkpoints, resume,
+    signals and data parallelism."""
 
     def __init__(self, cfg: DictConfig, run_dir: Path | None = None, registry=None,
                  step_callback: Callable[[int], None] | None = None):
         from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs, broadcast_object_list
         from transformers import set_seed
 
         from alignkit import ops
@@ -77,57 +168,102 @@ class Trainer:
         set_seed(tcfg.seed, deterministic=False)
         if tcfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
-        self.run_dir = Path(run_dir) if run_dir else make_run_dir(cfg)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.step_callback = step_callback
         cpu = tcfg.device == "cpu" or (tcfg.device == "auto" and not torch.cuda.is_available())
         if tcfg.device == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("trainer.device=cuda but no CUDA device is available")
-        if tcfg.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ValueError(f"trainer.mixed_precision must be no, bf16 or fp16, got {tcfg.mixed_precision!r}")
+            raise UserError("trainer.device=cuda but no CUDA device is available", "use trainer.device=cpu or auto")
         if tcfg.mixed_precision == "fp16" and cpu:
-            raise ValueError("trainer.mixed_precision=fp16 needs a CUDA device; use bf16 (or no) on CPU")
-        self.accelerator = Accelerator(cpu=cpu, mixed_precision=tcfg.mixed_precision)
-        self.run = RunContext(cfg=cfg, output_dir=self.run_dir, accelerator=self.accelerator,
-                              registry=self.registry, trainer=self)
-        self.logger = MetricsLogger(self.run_dir, cfg.logger)
+            raise UserError("trainer.mixed_precision=fp16 needs a CUDA device", "use bf16 (or no) on CPU")
+        handlers = [DistributedDataParallelKwargs(broadcast_buffers=False)]
+        if tcfg.distributed.backend:
+            handlers.append(InitProcessGroupKwargs(backend=tcfg.distributed.backend))
+        self.accelerator = Accelerator(cpu=cpu, mixed_precision=tcfg.mixed_precision, kwargs_handlers=handlers)
+        acc = self.accelerator
+        if tcfg.batch_size % acc.num_processes:
+            raise UserError(f"trainer.batch_size={tcfg.batch_size} is global and must split evenly over "
+                            f"{acc.num_processes} processes", f"use a multiple of {acc.num_processes}")
+        if run_dir is not None:  # an explicit folder (API callers, pipelines' stages)
+            plan = [Path(run_dir), None, not Path(run_dir).exists()]
+            if cfg.trainer.resume:
+                plan = list(plan_run_dir(OmegaConf.merge(cfg, {"trainer": {"run_dir": str(run_dir)}})))
+        else:
+            plan = list(plan_run_dir(cfg)) if acc.is_main_process else [None, None, None]
+            if acc.num_processes > 1:
+                broadcast_object_list(plan)  # every process writes nothing, but all agree on the folder
+        self.run_dir, self.resume_from = Path(plan[0]), plan[1]
+        self.created_root = _topmost_missing(self.run_dir) if plan[2] else None
+        self.step_callback = step_callback
+        self.run = RunContext(cfg=cfg, output_dir=self.run_dir, accelerator=acc, registry=self.registry, trainer=self)
+        self.logger: MetricsLogger | None = None
         self._log_buffer: dict[int, dict] = {}
+        self._signal: int | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
 
     # -- building ---------------------------------------------------------------
     def setup(self) -> None:
+        """Build models, data, optimiser and state (and load the checkpoint to resume). A failure
+        here removes a run folder this run created, so a bad input leaves nothing behind."""
+        try:
+            self._setup()
+        except BaseException:
+            if self.created_root is not None and self.is_main:
+                shutil.rmtree(self.created_root, ignore_errors=True)
+            raise
+
+    def _setup(self) -> None:
         from transformers import get_scheduler
 
         from alignkit.models import ReferenceModel, build_model, build_tokenizer
 
-        cfg, tcfg = self.cfg, self.cfg.trainer
-        OmegaConf.save(cfg, self.run_dir / "config.yaml", resolve=True)
+        cfg, tcfg, acc = self.cfg, self.cfg.trainer, self.accelerator
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._remove_stale_partials()
         algo_cls = self.spec.algorithm_class
         self.run.tokenizer = build_tokenizer(cfg.model)
         policy = build_model(cfg.model, kind=algo_cls.model_kind, tokenizer=self.run.tokenizer)
-        policy.to(self.accelerator.device)  # before data: prepare_examples may sample with it
+        policy.to(acc.device)  # before data: prepare_examples may sample with it
         self.run.policy = policy
         self.algorithm = algo_cls(_algo_config(cfg), self.run)
         if algo_cls.needs_reference:
-            self.run.reference = ReferenceModel(policy).to(self.accelerator.device)
+            self.run.reference = ReferenceModel(policy).to(acc.device)  # per process, never wrapped
         train_feats, self.eval_features = self._load_data()
         modules = [policy] + list(self.algorithm.extra_modules())
+        for extra in modules[1:]:
+            extra.to(acc.device)
+        self.modules = modules
         params = [p for m in modules for p in m.parameters() if p.requires_grad]
         if tcfg.optimizer == "adamw":
             opt = torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay, betas=tuple(tcfg.adam_betas))
-        elif tcfg.optimizer == "sgd":
-            opt = torch.optim.SGD(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
         else:
-            raise ValueError(f"trainer.optimizer must be adamw or sgd, got {tcfg.optimizer!r}")
+            opt = torch.optim.SGD(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
         sched = get_scheduler(tcfg.lr_scheduler, opt, num_warmup_steps=tcfg.warmup_steps,
                               num_training_steps=tcfg.max_steps * self.algorithm.optimizer_steps_per_step())
-        for extra in modules[1:]:
-            extra.to(self.accelerator.device)
-        policy, opt = self.accelerator.prepare(policy, opt)
-        self.run.policy = policy
+        self.ddp = acc.prepare_model(_TrainedModules(modules)) if acc.num_processes > 1 else None
+        opt = acc.prepare_optimizer(opt)
         self.params = params
-        stream = BatchStream(train_feats, tcfg.batch_size, self.algorithm.collate, tcfg.seed)
+        stream = BatchStream(train_feats, tcfg.batch_size, self.algorithm.collate, tcfg.seed,
+                             rank=acc.process_index, world=acc.num_processes)
         self.state = TrainState(policy, opt, sched, stream, self.algorithm)
         self.algorithm.setup()
+        if self.resume_from is not None:
+            self._load_checkpoint(self.resume_from)
+        if self.is_main:
+            OmegaConf.save(cfg, self.run_dir / "config.yaml", resolve=True)
+            (self.run_dir / "data_stats.json").write_text(json.dumps(self.data_stats, indent=2))
+            self.logger = MetricsLogger(self.run_dir, cfg.logger, resume_step=self.state.step)
+            if self.state.metrics or self.state.step:
+                self.logger.restore_history()
+        acc.wait_for_everyone()
+
+    def _remove_stale_partials(self) -> None:
+        """Leftovers of an interrupted save (``*.partial`` / ``*.tmp`` folders) are never valid."""
+        for pattern in ("checkpoints/*.partial", "checkpoints/*/model.tmp", "*.tmp", "*.partial"):
+            for p in self.run_dir.glob(pattern):
+                log.info("removing the unfinished %s", p)
+                shutil.rmtree(p, ignore_errors=True)
 
     def _tokenize_all(self, examples: list[dict], split: str, kind: str) -> list[dict]:
         from alignkit.data.tokenize import reset_stats, tokenize_example
@@ -140,7 +276,7 @@ class Trainer:
             feats = [tokenize_example(ex, kind, self.run.tokenizer, self.cfg.data) for ex in examples]
         kept = [f for f in feats if f is not None]
         stats = reset_stats()
-        if stats:
+        if stats and self.is_main:
             log.warning("%s data: %s (of %d examples; data.max_length=%d, truncation=%s)", split,
                         ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(stats.items())), len(examples),
                         self.cfg.data.max_length, self.cfg.data.truncation)
@@ -161,7 +297,6 @@ class Trainer:
             eval_examples = eval_examples[: self.cfg.trainer.max_eval_examples]
         train = self._tokenize_all(data.train, "train", algo_cls.data_kind)
         evals = self._tokenize_all(eval_examples, "eval", eval_kind)
-        (self.run_dir / "data_stats.json").write_text(json.dumps(self.data_stats, indent=2))
         return train, evals
 
     # -- mechanics algorithms call through RunContext ---------------------------
@@ -170,13 +305,24 @@ class Trainer:
         return {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
     def backward(self, loss: torch.Tensor) -> None:
+        if self.ddp is not None:
+            self.ddp()  # readies DistributedDataParallel to average this backward's gradients
         self.accelerator.backward(loss)
 
     def optimizer_step(self) -> dict[str, float]:
+        """Clip, check the gradient norm, step optimiser and schedule. A non-finite norm stops the
+        run before the step, so no update is applied from it."""
         tcfg = self.cfg.trainer
-        grad_norm = float("nan")
-        if tcfg.max_grad_norm and tcfg.max_grad_norm > 0:
+        if tcfg.max_grad_norm > 0:
             grad_norm = float(self.accelerator.clip_grad_norm_(self.params, tcfg.max_grad_norm))
+        else:
+            grads = [p.grad for p in self.params if p.grad is not None]
+            grad_norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+        if not math.isfinite(grad_norm):
+            self.state.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteError(f"the gradient norm is {grad_norm} at step {self.state.step}; the run stopped "
+                                 "before applying it", "lower trainer.lr, keep trainer.max_grad_norm > 0, or check "
+                                 "the data; resume from the last checkpoint with trainer.resume=auto")
         self.state.optimizer.step()
         lr = self.state.scheduler.get_last_lr()[0]
         self.state.scheduler.step()
@@ -188,49 +334,146 @@ class Trainer:
         self._log_buffer.setdefault(step, {}).update({k: float(v) for k, v in metrics.items()})
 
     def _flush(self, step: int, metrics: dict[str, float]) -> None:
-        merged = self._log_buffer.pop(step, {}) | metrics
+        merged = _reduce_metrics(self.accelerator, self._log_buffer.pop(step, {})) | metrics
         self.state.metrics.update(merged)
-        self.logger.log(step, merged)
+        if self.logger is not None:
+            self.logger.log(step, merged)
 
     # -- evaluation ---------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
+        """Held-out metrics: each process evaluates its contiguous shard of the held-out set;
+        per-example means are combined over processes weighted by example counts."""
         if not self.eval_features:
             return {}
+        from accelerate.utils import gather_object
+        from tqdm.auto import tqdm
+
+        acc = self.accelerator
+        n = len(self.eval_features)
+        per = math.ceil(n / acc.num_processes)
+        lo, hi = min(n, acc.process_index * per), min(n, (acc.process_index + 1) * per)
         self.run.policy.eval()
         totals: dict[str, float] = {}
-        count = 0
+        counts: dict[str, int] = {}
         bs = self.cfg.trainer.eval_batch_size
-        for i in range(0, len(self.eval_features), bs):
-            chunk = self.eval_features[i: i + bs]
+        starts = range(lo, hi, bs)
+        bar = tqdm(starts, desc="eval", leave=False, disable=not (self.cfg.trainer.progress and self.is_main))
+        for i in bar:
+            chunk = self.eval_features[i: min(i + bs, hi)]
             batch = self.to_device(self.algorithm.collate(chunk, self.eval_kind))
-            with torch.no_grad(), self.accelerator.autocast():
+            batch["index"] = torch.arange(i, i + len(chunk), device=acc.device)  # [b]
+            with torch.no_grad(), acc.autocast():
                 metrics = self.algorithm.evaluate(batch)
             for k, v in metrics.items():
                 totals[k] = totals.get(k, 0.0) + float(v) * len(chunk)
-            count += len(chunk)
+                counts[k] = counts.get(k, 0) + len(chunk)
         self.run.policy.train()
-        out = {f"eval/{k}": v / count for k, v in totals.items()}
+        if acc.num_processes > 1:
+            parts = gather_object([(totals, counts)])
+            totals, counts = {}, {}
+            for t, c in parts:
+                for k in t:
+                    totals[k] = totals.get(k, 0.0) + t[k]
+                    counts[k] = counts.get(k, 0) + c[k]
+        out = {f"eval/{k}": v / counts[k] for k, v in totals.items()}
         self.registry.hook.alignkit_on_evaluate(run=self.run, step=self.state.step, metrics=out)
         return out
 
     # -- saving -------------------------------------------------------------------
+    def _check_finite_weights(self, what: str) -> None:
+        for m in self.modules:
+            for name, p in m.named_parameters():
+                if not torch.isfinite(p).all():
+                    raise NonFiniteError(f"weight {name} is not finite at step {self.state.step}; {what} was not "
+                                         "written", "lower trainer.lr or check the data; resume from the last "
+                                         "checkpoint with trainer.resume=auto")
+
+    def _write_guarded(self, target: Path, write: Callable[[Path], None]) -> None:
+        """Write ``target`` through ``write(tmp)`` into ``<target>.partial``, renamed when complete;
+        a full disk removes the partial folder and says so in one line."""
+        tmp = target.with_name(target.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            tmp.mkdir(parents=True)
+            write(tmp)
+        except (OSError, RuntimeError) as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not _is_disk_full(exc):
+                raise
+            free = shutil.disk_usage(target.parent).free / 2**20
+            last = complete_checkpoints(self.run_dir)
+            raise DiskFullError(f"the disk is full while writing {target} ({free:.0f} MB free)",
+                                "free space or move trainer.output_dir, then resume with trainer.resume=auto"
+                                + (f" (last complete checkpoint: {last[-1]})" if last else "")) from None
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+
     def save_checkpoint(self, path: Path) -> None:
-        """Model in HF format plus ``trainer_state.pt`` (optimiser, schedule, RNG,
-        data position, algorithm state), written to a temporary folder first."""
-        import shutil
+        """Weights, HF export and ``trainer_state.pt`` (see :mod:`alignkit.trainer.state`).
+        Every process takes part (RNG states are gathered); process 0 writes."""
+        from accelerate.utils import gather_object
 
         from alignkit.models import save_model
 
-        tmp = path.with_name(path.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_model(self.accelerator.unwrap_model(self.run.policy), self.run.tokenizer, tmp / "model")
-        torch.save(self.state.state_dict(), tmp / "trainer_state.pt")
-        shutil.rmtree(path, ignore_errors=True)
-        tmp.rename(path)
-        self.registry.hook.alignkit_on_checkpoint_saved(run=self.run, step=self.state.step, path=str(path))
+        self._check_finite_weights(f"checkpoint {path}")
+        rngs = gather_object([rng_state()]) if self.accelerator.num_processes > 1 else [rng_state()]
+        if self.is_main:
+            def write(tmp: Path) -> None:
+                save_model(self.run.policy, self.run.tokenizer, tmp / "model")
+                _save_weights(self.modules, tmp / WEIGHTS_FILE)
+                torch.save(self.state.state_dict(rngs), tmp / STATE_FILE)
+
+            self._write_guarded(path, write)
+            self._rotate_checkpoints()
+            self.registry.hook.alignkit_on_checkpoint_saved(run=self.run, step=self.state.step, path=str(path))
+        self.accelerator.wait_for_everyone()
+
+    def _rotate_checkpoints(self) -> None:
+        keep = self.cfg.trainer.save_total_limit
+        if keep:
+            for old in complete_checkpoints(self.run_dir)[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def _load_checkpoint(self, ckpt: Path) -> None:
+        _load_weights(self.modules, ckpt / WEIGHTS_FILE)
+        self.state.load_state_dict(load_state_file(ckpt / STATE_FILE), self.accelerator.process_index)
+        log.info("resumed from %s at step %d", ckpt, self.state.step)
+
+    # -- signals ------------------------------------------------------------------
+    def _on_signal(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        if self._signal is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self._signal = signum
+        if self.is_main:
+            log.warning("%s received: saving a checkpoint after step %d, then stopping",
+                        signal.Signals(signum).name, self.state.step)
+
+    def _stop_requested(self) -> int | None:
+        """The signal that asks to stop, agreed by every process (any process's signal stops all)."""
+        got = self._signal or 0
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            got = max(gather_object([got]))
+        return got or None
 
     # -- the loop -----------------------------------------------------------------
     def fit(self) -> RunResult:
+        handlers = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                handlers[sig] = signal.signal(sig, self._on_signal)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        try:
+            return self._fit()
+        finally:
+            for sig, old in handlers.items():
+                signal.signal(sig, old)
+            if self.logger is not None:
+                self.logger.close()
+
+    def _fit(self) -> RunResult:
         from tqdm.auto import tqdm
 
         from alignkit.models import save_model
@@ -238,25 +481,33 @@ class Trainer:
         tcfg = self.cfg.trainer
         st = self.state
         self.registry.hook.alignkit_on_train_start(run=self.run)
-        if tcfg.eval_at_start:
+        if tcfg.eval_at_start and st.step == 0:
             self._flush(0, self.evaluate())
-        bar = tqdm(total=tcfg.max_steps, desc=f"{self.cfg.algo.name}", disable=not tcfg.progress, dynamic_ncols=True)
+        bar = tqdm(total=tcfg.max_steps, initial=st.step, desc=f"{self.cfg.algo.name}",
+                   disable=not (tcfg.progress and self.is_main), dynamic_ncols=True)
         t0 = time.time()
+        last: dict[str, float] = {}
         self.run.policy.train()
         while st.step < tcfg.max_steps:
+            signum = self._stop_requested()
+            if signum:
+                self._interrupt(signum)
             micro = [self.to_device(st.data.next()) for _ in range(tcfg.grad_accum)]
             st.step += 1
             with self.accelerator.autocast():
-                metrics = self.algorithm.train_step(micro)
+                metrics = _reduce_metrics(self.accelerator, self.algorithm.train_step(micro))
             if not math.isfinite(metrics.get("loss", 0.0)):
-                raise FloatingPointError(f"loss is {metrics.get('loss')} at step {st.step}; lower trainer.lr "
-                                         "or check the data")
+                raise NonFiniteError(f"the loss is {metrics.get('loss')} at step {st.step}",
+                                     "lower trainer.lr or check the data; resume from the last checkpoint with "
+                                     "trainer.resume=auto")
             train_metrics = {f"train/{k}": v for k, v in metrics.items()}
-            train_metrics["train/epoch"] = st.data.epoch + st.data.offset / len(st.data.features)
+            train_metrics["train/epoch"] = st.data.progress
             self.registry.hook.alignkit_on_step_end(run=self.run, step=st.step, metrics=train_metrics)
             if tcfg.eval_steps and st.step % tcfg.eval_steps == 0 and st.step < tcfg.max_steps:
                 train_metrics |= self.evaluate()
-            if st.step % tcfg.log_steps == 0 or st.step == tcfg.max_steps:
+            if st.step == tcfg.max_steps:
+                last = train_metrics  # logged with the final evaluation, in one row
+            elif st.step % tcfg.log_steps == 0:
                 self._flush(st.step, train_metrics)
             if tcfg.save_steps and st.step % tcfg.save_steps == 0 and st.step < tcfg.max_steps:
                 self.save_checkpoint(self.run_dir / "checkpoints" / f"step-{st.step}")
@@ -268,12 +519,68 @@ class Trainer:
             bar.update(1)
         bar.close()
         final_eval = self.evaluate()
-        self._flush(st.step, final_eval | {"time/train_seconds": time.time() - t0})
-        save_model(self.accelerator.unwrap_model(self.run.policy), self.run.tokenizer, self.run_dir / "final")
-        self.logger.plot()
-        self.logger.close()
+        self._flush(st.step, last | final_eval | {"time/train_seconds": time.time() - t0})
+        self._check_finite_weights("the final model")
+        if self.is_main:
+            self._write_guarded(self.run_dir / "final",
+                                lambda tmp: save_model(self.run.policy, self.run.tokenizer, tmp / "model"))
+            _flatten(self.run_dir / "final")
+            self.logger.plot()
+        self.accelerator.wait_for_everyone()
         self.registry.hook.alignkit_on_train_end(run=self.run, metrics=dict(st.metrics))
-        return RunResult(self.run_dir, dict(st.metrics), dict(self.logger.history))
+        history = dict(self.logger.history) if self.logger is not None else {}
+        return RunResult(self.run_dir, dict(st.metrics), history)
+
+    def _interrupt(self, signum: int) -> None:
+        path = self.run_dir / "checkpoints" / f"step-{self.state.step}"
+        if not (path / STATE_FILE).is_file():
+            self.save_checkpoint(path)
+        name = signal.Signals(signum).name
+        raise TrainingInterrupted(f"{name} at step {self.state.step}: checkpoint saved to {path}",
+                                  f"resume with the same command plus trainer.run_dir={self.run_dir} "
+                                  "trainer.resume=auto", signum)
+
+
+def _topmost_missing(path: Path) -> Path:
+    """The outermost folder of ``path`` that does not exist yet (what creating ``path`` would add)."""
+    path = path.absolute()
+    while not path.parent.exists():
+        path = path.parent
+    return path
+
+
+def _flatten(folder: Path) -> None:
+    """Move ``folder/model/*`` up into ``folder`` (``final/`` is the model folder itself)."""
+    inner = folder / "model"
+    for p in inner.iterdir():
+        p.rename(folder / p.name)
+    inner.rmdir()
+
+
+def _save_weights(modules: list[torch.nn.Module], path: Path) -> None:
+    """Exact weights of every trained module (``policy.*``, ``extra<i>.*``) in one safetensors file;
+    tensors sharing storage (tied embeddings) are stored once per name."""
+    from safetensors.torch import save_file
+
+    tensors, seen = {}, set()
+    for i, m in enumerate(modules):
+        prefix = "policy." if i == 0 else f"extra{i - 1}."
+        for k, v in m.state_dict().items():
+            v = v.detach().cpu()
+            key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape))
+            tensors[prefix + k] = v.clone() if key in seen else v.contiguous()
+            seen.add(key)
+    save_file(tensors, str(path))
+
+
+def _load_weights(modules: list[torch.nn.Module], path: Path) -> None:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    for i, m in enumerate(modules):
+        prefix = "policy." if i == 0 else f"extra{i - 1}."
+        own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        m.load_state_dict(own, strict=True)
 
 
 def train(cfg: DictConfig, run_dir: Path | str | None = None, registry=None,

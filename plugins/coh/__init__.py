@@ -159,7 +159,7 @@ class CoH(Algorithm):
         """On the first held-out batch of each evaluation, sample answers for ``eval_samples``
         prompts with the helpful-answer prompt and append them to ``<run>/coh_samples.jsonl``."""
         n = int(self.cfg.eval_samples)
-        if n <= 0 or not gen_prompts or gen_prompts[0] is None:
+        if n <= 0 or not gen_prompts or gen_prompts[0] is None or not self.run.is_main_process:
             return
         first = getattr(self, "_first_eval_prompt", None)
         if first is None:
