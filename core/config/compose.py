@@ -90,7 +90,8 @@ def _composition_error(exc: Exception, overrides: list[str]) -> ConfigError:
         wanted = next((v for k, v in _TYPE_NAMES.items() if msg.endswith(k)), None)
         key = str(cause.full_key)
         plain = key.replace("[", ".").replace("]", "")  # data.sources[0].weight -> data.sources.0.weight
-        value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+~") == plain), "?")
+        value = next((o.split("=", 1)[1] for o in reversed(overrides)  # the last override of a key wins
+                      if o.split("=", 1)[0].lstrip("+~") == plain), "?")
         if wanted:
             return ConfigError(f"{key}={value} is not {wanted}", f"give {key} {wanted}")
         return ConfigError(f"{key}={value}: {msg}", f"fix the value of {key}")
