@@ -95,6 +95,21 @@ class RunContext:
     def num_processes(self) -> int:
         return 1 if self.accelerator is None else self.accelerator.num_processes
 
+    def forward(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` run inside the data-parallel wrapper of the trained modules.
+
+        Compute every loss that will be backpropagated (and, under FSDP, anything that reads the
+        policy's weights: evaluation, generation) through it: DDP then averages the gradients and
+        FSDP gathers the sharded weights. In a one-process run it simply calls ``fn``."""
+        return self.trainer.forward(fn, *args, **kwargs)
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum of ``tensor`` over all processes (itself in a one-process run), for statistics an
+        algorithm defines over the whole batch (whitening, adaptive KL)."""
+        if self.num_processes == 1:
+            return tensor
+        return self.accelerator.reduce(tensor.clone(), reduction="sum")
+
     def backward(self, loss: torch.Tensor) -> None:
         """Backpropagate ``loss`` (scaled for mixed precision when needed)."""
         self.trainer.backward(loss)
@@ -165,7 +180,7 @@ class Algorithm:
         sums: dict[str, float] = {}
         n = len(micro_batches)
         for batch in micro_batches:
-            loss, metrics = self.compute_loss(batch)
+            loss, metrics = self.run.forward(self.compute_loss, batch)
             self.run.backward(loss / n)
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + float(v) / n

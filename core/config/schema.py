@@ -128,13 +128,12 @@ class DataConfig:
 class DistributedConfig:
     """How several processes (``torchrun`` / ``accelerate launch``) share the work; one process ignores it."""
 
-    strategy: str = "ddp"  # ddp | fsdp | deepspeed
+    strategy: str = "ddp"  # ddp (DistributedDataParallel) | fsdp (FSDP2: parameters, gradients, optimiser state sharded)
     backend: Optional[str] = None  # process-group backend (null: nccl on GPUs, gloo on CPU)
-    fsdp_reshard_after_forward: bool = True  # FSDP2: free gathered parameters after forward (ZeRO-3 style)
-    zero_stage: int = 2  # DeepSpeed ZeRO stage (2: shard optimiser state and gradients, 3: parameters too)
+    fsdp_reshard_after_forward: bool = True  # FSDP: free gathered parameters after forward (ZeRO-3 style)
 
     def __post_init__(self) -> None:
-        check(self, strategy="one of ddp|fsdp|deepspeed", backend="one of gloo|nccl|mpi", zero_stage="in [0, 3]")
+        check(self, strategy="one of ddp|fsdp", backend="one of gloo|nccl|mpi")
 
 
 @dataclass

@@ -29,7 +29,7 @@ import torch
 __all__ = [
     "KL_ESTIMATORS", "kl_per_token", "shape_rewards", "apply_missing_eos_penalty", "last_valid_index",
     "AdaptiveKLController", "FixedKLController", "explained_variance", "group_advantages",
-    "sequence_kl", "GROUP_ADVANTAGES",
+    "sequence_kl", "GROUP_ADVANTAGES", "masked_whiten_across",
 ]
 
 KL_ESTIMATORS = ("k1", "k3")
@@ -132,6 +132,20 @@ class AdaptiveKLController(FixedKLController):
         error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
         self.value *= 1.0 + error * n_steps / self.horizon
         return self.value
+
+
+def masked_whiten_across(x: torch.Tensor, mask: torch.Tensor, all_reduce_sum, eps: float = 1e-8) -> torch.Tensor:
+    """:func:`alignkit.ops.masked_whiten` over the valid positions of every process's ``x`` together:
+    ``all_reduce_sum`` sums a tensor over processes (``RunContext.all_reduce_sum``). ``x``, ``mask``
+    ``[N, T]``; statistics accumulate in float64 (count, sum, then centred sum of squares)."""
+    m = (mask != 0).to(torch.float64)  # [N, T]
+    xd = x.to(torch.float64)
+    n_sum = all_reduce_sum(torch.stack([m.sum(), (xd * m).sum()]))
+    n = n_sum[0]
+    mean = n_sum[1] / n.clamp(min=1)
+    xc = (xd - mean) * m  # [N, T]
+    var = all_reduce_sum((xc * xc).sum()) / (n - 1).clamp(min=1)
+    return (xc * torch.rsqrt(var + eps)).to(x.dtype)
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:

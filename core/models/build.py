@@ -143,10 +143,11 @@ def build_model(model_cfg, kind: str = "causal_lm", tokenizer=None):
     return model
 
 
-def save_model(model, tokenizer, path) -> None:
+def save_model(model, tokenizer, path, state_dict: dict | None = None) -> None:
     """Save in Hugging Face format (safetensors) so ``transformers`` loads it
     directly; LoRA adapters are merged into the saved weights and also kept
-    under ``adapter/``. Written to a temporary folder then renamed, so a crash
+    under ``adapter/``. ``state_dict``: the weights to write when the model does
+    not hold them whole (gathered from FSDP shards). Written to a temporary folder then renamed, so a crash
     never leaves a half-written model behind."""
     import shutil
     from pathlib import Path
@@ -159,7 +160,7 @@ def save_model(model, tokenizer, path) -> None:
         import copy
 
         model = copy.deepcopy(model).merge_and_unload()
-    model.save_pretrained(tmp, safe_serialization=True)
+    model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(tmp)
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)

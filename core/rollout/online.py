@@ -87,7 +87,7 @@ class OnlineAlgorithm(Algorithm):
             seeds = row_seeds(int(self.run.cfg.trainer.seed), stream, self.iteration,
                               index=batch["index"].tolist(), num_samples=num_samples)
         with self.timer("generate"):
-            ro = generate(self.run.policy, self.run.tokenizer, batch["prompt_input_ids"].to(self.run.device),
+            ro = self.run.forward(generate, self.run.policy, self.run.tokenizer, batch["prompt_input_ids"].to(self.run.device),
                           batch["prompt_attention_mask"].to(self.run.device), max_new_tokens=g.max_new_tokens,
                           temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, num_samples=num_samples,
                           prompts=batch["prompts"], references=batch.get("references"), seeds=seeds)

@@ -16,6 +16,7 @@ import errno
 import json
 import logging
 import math
+import os
 import shutil
 import signal
 import time
@@ -111,16 +112,29 @@ def make_run_dir(cfg: DictConfig) -> Path:
 class _TrainedModules(torch.nn.Module):
     """The policy and the algorithm's extra modules as one module, for data parallelism.
 
-    Algorithms call the policy and their modules directly (generation, fused log-probs on the
-    backbone). Calling this module's (empty) forward before a backward readies
-    ``DistributedDataParallel`` to average the gradients of every parameter it holds."""
+    Its forward runs a function (``RunContext.forward(fn, ...)``): algorithms call the policy and
+    their modules directly (generation, fused log-probs on the backbone), and running that code
+    inside this module's forward lets ``DistributedDataParallel`` average the gradients of every
+    parameter it holds, and FSDP gather the weights sharded at this level."""
 
     def __init__(self, modules: list[torch.nn.Module]):
         super().__init__()
         self.held = torch.nn.ModuleList(modules)
 
-    def forward(self) -> None:
-        return None
+    def forward(self, fn: Callable | None = None, *args, **kwargs):
+        return fn(*args, **kwargs) if fn is not None else None
+
+
+def _fully_shard(container: _TrainedModules, policy: torch.nn.Module, reshard_after_forward: bool):
+    """FSDP2 (``torch.distributed.fsdp.fully_shard``): each transformer block of the policy (the
+    classes in its ``_no_split_modules``) is a unit, the rest shards with the container."""
+    from torch.distributed.fsdp import fully_shard
+
+    blocks = set(getattr(policy, "_no_split_modules", None) or [])
+    for m in policy.modules():
+        if type(m).__name__ in blocks:
+            fully_shard(m, reshard_after_forward=reshard_after_forward)
+    return fully_shard(container, reshard_after_forward=reshard_after_forward)
 
 
 def _reduce_metrics(accelerator, metrics: dict[str, float]) -> dict[str, float]:
@@ -196,6 +210,8 @@ class Trainer:
         self.logger: MetricsLogger | None = None
         self._log_buffer: dict[int, dict] = {}
         self._signal: int | None = None
+        self._forwarded = False  # a forward with gradients ran through the wrapper since the last backward
+        self.wrapped = None
 
     @property
     def is_main(self) -> bool:
@@ -234,14 +250,24 @@ class Trainer:
         for extra in modules[1:]:
             extra.to(acc.device)
         self.modules = modules
-        params = [p for m in modules for p in m.parameters() if p.requires_grad]
+        self.container = _TrainedModules(modules)
+        self.strategy = tcfg.distributed.strategy if acc.num_processes > 1 else None
+        if self.strategy == "fsdp":
+            if cfg.model.lora.enabled:
+                raise UserError("model.lora with trainer/distributed=fsdp is not supported",
+                                "use trainer/distributed=ddp for LoRA runs")
+            self.wrapped = _fully_shard(self.container, policy, tcfg.distributed.fsdp_reshard_after_forward)
+        elif self.strategy == "ddp":
+            self.wrapped = acc.prepare_model(self.container)
+        else:
+            self.wrapped = None
+        params = [p for p in self.container.parameters() if p.requires_grad]
         if tcfg.optimizer == "adamw":
             opt = torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay, betas=tuple(tcfg.adam_betas))
         else:
             opt = torch.optim.SGD(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
         sched = get_scheduler(tcfg.lr_scheduler, opt, num_warmup_steps=tcfg.warmup_steps,
                               num_training_steps=tcfg.max_steps * self.algorithm.optimizer_steps_per_step())
-        self.ddp = acc.prepare_model(_TrainedModules(modules)) if acc.num_processes > 1 else None
         opt = acc.prepare_optimizer(opt)
         self.params = params
         stream = BatchStream(train_feats, tcfg.batch_size, self.algorithm.collate, tcfg.seed,
@@ -265,23 +291,36 @@ class Trainer:
                 log.info("removing the unfinished %s", p)
                 shutil.rmtree(p, ignore_errors=True)
 
-    def _tokenize_all(self, examples: list[dict], split: str, kind: str) -> list[dict]:
+    def _tokenize_all(self, examples: list[dict], split: str, kind: str):
+        """Tokenised features of one split: a cached ``datasets`` table for algorithms that use the
+        standard tokenisation (:mod:`alignkit.data.cache`), else a list built in memory."""
+        from alignkit.algorithm import Algorithm
+        from alignkit.data.cache import CACHED_KINDS, tokenize_cached
         from alignkit.data.tokenize import reset_stats, tokenize_example
 
-        reset_stats()
-        examples = self.algorithm.prepare_examples(examples, split)
-        if kind == self.spec.algorithm_class.data_kind:
-            feats = [self.algorithm.tokenize(ex) for ex in examples]
+        algo_type = type(self.algorithm)
+        standard = (algo_type.prepare_examples is Algorithm.prepare_examples
+                    and (kind != algo_type.data_kind or algo_type.tokenize is Algorithm.tokenize))
+        if standard and kind in CACHED_KINDS:
+            with self.accelerator.main_process_first():  # process 0 fills the cache, the others read it
+                feats, stats = tokenize_cached(examples, kind, self.run.tokenizer, self.cfg.data,
+                                               num_proc=max(1, min(8, (os.cpu_count() or 1))))
+            n_in = len(examples)
         else:
-            feats = [tokenize_example(ex, kind, self.run.tokenizer, self.cfg.data) for ex in examples]
-        kept = [f for f in feats if f is not None]
-        stats = reset_stats()
+            reset_stats()
+            examples = self.algorithm.prepare_examples(examples, split)
+            if kind == algo_type.data_kind:
+                made = [self.algorithm.tokenize(ex) for ex in examples]
+            else:
+                made = [tokenize_example(ex, kind, self.run.tokenizer, self.cfg.data) for ex in examples]
+            feats = [f for f in made if f is not None]
+            stats, n_in = reset_stats(), len(examples)
         if stats and self.is_main:
             log.warning("%s data: %s (of %d examples; data.max_length=%d, truncation=%s)", split,
-                        ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(stats.items())), len(examples),
+                        ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(stats.items())), n_in,
                         self.cfg.data.max_length, self.cfg.data.truncation)
-        self.data_stats[split] = {k: int(v) for k, v in stats.items()} | {"examples": len(kept)}
-        return kept
+        self.data_stats[split] = {k: int(v) for k, v in stats.items()} | {"examples": len(feats)}
+        return feats
 
     def _load_data(self) -> tuple[list[dict], list[dict]]:
         from alignkit.data.load import load_data
@@ -304,9 +343,21 @@ class Trainer:
         dev = self.accelerator.device
         return {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
+    def forward(self, fn: Callable, *args, **kwargs):
+        if self.wrapped is None:
+            return fn(*args, **kwargs)
+        if torch.is_grad_enabled():
+            self._forwarded = True
+        return self.wrapped(fn, *args, **kwargs)
+
     def backward(self, loss: torch.Tensor) -> None:
-        if self.ddp is not None:
-            self.ddp()  # readies DistributedDataParallel to average this backward's gradients
+        if self.wrapped is not None and not self._forwarded:
+            if self.strategy == "fsdp":
+                raise UserError(f"algorithm {self.cfg.algo.name!r} computed a loss outside run.forward, which "
+                                "FSDP needs", "use trainer/distributed=ddp, or compute the loss inside "
+                                "self.run.forward(fn, ...) in the plugin")
+            self.wrapped()  # an empty forward readies DistributedDataParallel to average this backward
+        self._forwarded = False
         self.accelerator.backward(loss)
 
     def optimizer_step(self) -> dict[str, float]:
@@ -314,10 +365,11 @@ class Trainer:
         run before the step, so no update is applied from it."""
         tcfg = self.cfg.trainer
         if tcfg.max_grad_norm > 0:
-            grad_norm = float(self.accelerator.clip_grad_norm_(self.params, tcfg.max_grad_norm))
+            norm = self.accelerator.clip_grad_norm_(self.params, tcfg.max_grad_norm)
         else:
             grads = [p.grad for p in self.params if p.grad is not None]
-            grad_norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+            norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # FSDP: a DTensor
         if not math.isfinite(grad_norm):
             self.state.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteError(f"the gradient norm is {grad_norm} at step {self.state.step}; the run stopped "
@@ -359,11 +411,11 @@ class Trainer:
         starts = range(lo, hi, bs)
         bar = tqdm(starts, desc="eval", leave=False, disable=not (self.cfg.trainer.progress and self.is_main))
         for i in bar:
-            chunk = self.eval_features[i: min(i + bs, hi)]
+            chunk = [self.eval_features[j] for j in range(i, min(i + bs, hi))]
             batch = self.to_device(self.algorithm.collate(chunk, self.eval_kind))
             batch["index"] = torch.arange(i, i + len(chunk), device=acc.device)  # [b]
             with torch.no_grad(), acc.autocast():
-                metrics = self.algorithm.evaluate(batch)
+                metrics = self.forward(self.algorithm.evaluate, batch)
             for k, v in metrics.items():
                 totals[k] = totals.get(k, 0.0) + float(v) * len(chunk)
                 counts[k] = counts.get(k, 0) + len(chunk)
@@ -380,13 +432,35 @@ class Trainer:
         return out
 
     # -- saving -------------------------------------------------------------------
-    def _check_finite_weights(self, what: str) -> None:
-        for m in self.modules:
-            for name, p in m.named_parameters():
-                if not torch.isfinite(p).all():
-                    raise NonFiniteError(f"weight {name} is not finite at step {self.state.step}; {what} was not "
-                                         "written", "lower trainer.lr or check the data; resume from the last "
-                                         "checkpoint with trainer.resume=auto")
+    def _full_state(self) -> tuple[dict | None, dict | None]:
+        """``(weights, optimiser state)`` of the whole run, gathered to process 0 under FSDP (``None``
+        on the others); weights are keyed ``policy.<name>`` and ``extra<i>.<name>``. Every process
+        must call it."""
+        if self.strategy == "fsdp":
+            from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                                 get_optimizer_state_dict)
+
+            opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            weights = get_model_state_dict(self.container, options=opts)
+            optim = get_optimizer_state_dict(self.container, _raw_optimizer(self.state.optimizer), options=opts)
+            if not self.is_main:
+                return None, None
+        else:
+            weights, optim = self.container.state_dict(), self.state.optimizer.state_dict()
+        return {_external_key(k): v for k, v in weights.items()}, optim
+
+    def _check_finite(self, weights: dict | None, what: str) -> None:
+        """Refuse to write ``what`` from non-finite weights (every process reaches the same verdict)."""
+        bad = next((k for k, v in (weights or {}).items() if v.is_floating_point() and not torch.isfinite(v).all()),
+                   None)
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            bad = next((b for b in gather_object([bad]) if b), None)
+        if bad:
+            raise NonFiniteError(f"weight {bad} is not finite at step {self.state.step}; {what} was not written",
+                                 "lower trainer.lr or check the data; resume from the last checkpoint with "
+                                 "trainer.resume=auto")
 
     def _write_guarded(self, target: Path, write: Callable[[Path], None]) -> None:
         """Write ``target`` through ``write(tmp)`` into ``<target>.partial``, renamed when complete;
@@ -410,23 +484,30 @@ class Trainer:
 
     def save_checkpoint(self, path: Path) -> None:
         """Weights, HF export and ``trainer_state.pt`` (see :mod:`alignkit.trainer.state`).
-        Every process takes part (RNG states are gathered); process 0 writes."""
+        Every process takes part (weights and RNG states are gathered); process 0 writes."""
         from accelerate.utils import gather_object
 
         from alignkit.models import save_model
 
-        self._check_finite_weights(f"checkpoint {path}")
+        weights, optim = self._full_state()
+        self._check_finite(weights, f"checkpoint {path}")
         rngs = gather_object([rng_state()]) if self.accelerator.num_processes > 1 else [rng_state()]
         if self.is_main:
             def write(tmp: Path) -> None:
-                save_model(self.run.policy, self.run.tokenizer, tmp / "model")
-                _save_weights(self.modules, tmp / WEIGHTS_FILE)
-                torch.save(self.state.state_dict(rngs), tmp / STATE_FILE)
+                save_model(self.run.policy, self.run.tokenizer, tmp / "model", state_dict=self._policy_part(weights))
+                _save_weights(weights, tmp / WEIGHTS_FILE)
+                torch.save(self.state.state_dict(rngs, optim), tmp / STATE_FILE)
 
             self._write_guarded(path, write)
             self._rotate_checkpoints()
             self.registry.hook.alignkit_on_checkpoint_saved(run=self.run, step=self.state.step, path=str(path))
         self.accelerator.wait_for_everyone()
+
+    def _policy_part(self, weights: dict) -> dict | None:
+        """The policy's weights for a Hugging Face export under FSDP (``None``: the model has them)."""
+        if self.strategy != "fsdp":
+            return None
+        return {k[len("policy."):]: v for k, v in weights.items() if k.startswith("policy.")}
 
     def _rotate_checkpoints(self) -> None:
         keep = self.cfg.trainer.save_total_limit
@@ -435,8 +516,21 @@ class Trainer:
                 shutil.rmtree(old, ignore_errors=True)
 
     def _load_checkpoint(self, ckpt: Path) -> None:
-        _load_weights(self.modules, ckpt / WEIGHTS_FILE)
-        self.state.load_state_dict(load_state_file(ckpt / STATE_FILE), self.accelerator.process_index)
+        from safetensors.torch import load_file
+
+        weights = {_internal_key(k): v for k, v in load_file(str(ckpt / WEIGHTS_FILE)).items()}
+        state = load_state_file(ckpt / STATE_FILE)
+        if self.strategy == "fsdp":
+            from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                                 set_optimizer_state_dict)
+
+            opts = StateDictOptions(full_state_dict=True)
+            set_model_state_dict(self.container, weights, options=opts)
+            set_optimizer_state_dict(self.container, _raw_optimizer(self.state.optimizer), state.pop("optimizer"),
+                                     options=opts)
+        else:
+            self.container.load_state_dict(weights, strict=True)
+        self.state.load_state_dict(state, self.accelerator.process_index)
         log.info("resumed from %s at step %d", ckpt, self.state.step)
 
     # -- signals ------------------------------------------------------------------
@@ -520,10 +614,11 @@ class Trainer:
         bar.close()
         final_eval = self.evaluate()
         self._flush(st.step, last | final_eval | {"time/train_seconds": time.time() - t0})
-        self._check_finite_weights("the final model")
+        weights, _ = self._full_state()
+        self._check_finite(weights, "the final model")
         if self.is_main:
-            self._write_guarded(self.run_dir / "final",
-                                lambda tmp: save_model(self.run.policy, self.run.tokenizer, tmp / "model"))
+            self._write_guarded(self.run_dir / "final", lambda tmp: save_model(
+                self.run.policy, self.run.tokenizer, tmp / "model", state_dict=self._policy_part(weights)))
             _flatten(self.run_dir / "final")
             self.logger.plot()
         self.accelerator.wait_for_everyone()
@@ -557,30 +652,34 @@ def _flatten(folder: Path) -> None:
     inner.rmdir()
 
 
-def _save_weights(modules: list[torch.nn.Module], path: Path) -> None:
-    """Exact weights of every trained module (``policy.*``, ``extra<i>.*``) in one safetensors file;
-    tensors sharing storage (tied embeddings) are stored once per name."""
+def _external_key(key: str) -> str:
+    """``held.0.<name>`` -> ``policy.<name>``, ``held.<i>.<name>`` -> ``extra<i-1>.<name>``."""
+    _, i, rest = key.split(".", 2)
+    return f"policy.{rest}" if i == "0" else f"extra{int(i) - 1}.{rest}"
+
+
+def _internal_key(key: str) -> str:
+    head, rest = key.split(".", 1)
+    return f"held.0.{rest}" if head == "policy" else f"held.{int(head[5:]) + 1}.{rest}"
+
+
+def _raw_optimizer(opt):
+    """The torch optimiser under accelerate's wrapper."""
+    return getattr(opt, "optimizer", opt)
+
+
+def _save_weights(weights: dict[str, torch.Tensor], path: Path) -> None:
+    """Exact weights of every trained module in one safetensors file; tensors sharing storage (tied
+    embeddings) are stored once per name."""
     from safetensors.torch import save_file
 
     tensors, seen = {}, set()
-    for i, m in enumerate(modules):
-        prefix = "policy." if i == 0 else f"extra{i - 1}."
-        for k, v in m.state_dict().items():
-            v = v.detach().cpu()
-            key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape))
-            tensors[prefix + k] = v.clone() if key in seen else v.contiguous()
-            seen.add(key)
+    for k, v in weights.items():
+        v = v.detach().cpu()
+        key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape))
+        tensors[k] = v.clone() if key in seen else v.contiguous()
+        seen.add(key)
     save_file(tensors, str(path))
-
-
-def _load_weights(modules: list[torch.nn.Module], path: Path) -> None:
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(path))
-    for i, m in enumerate(modules):
-        prefix = "policy." if i == 0 else f"extra{i - 1}."
-        own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-        m.load_state_dict(own, strict=True)
 
 
 def train(cfg: DictConfig, run_dir: Path | str | None = None, registry=None,

@@ -125,11 +125,12 @@ class TrainState:
     step: int = 0
     metrics: dict = field(default_factory=dict)  #: last logged values
 
-    def state_dict(self, rng: list[dict]) -> dict:
-        """Everything but the weights (saved separately); ``rng``: every process's RNG state."""
+    def state_dict(self, rng: list[dict], optimizer: dict | None = None) -> dict:
+        """Everything but the weights (saved separately); ``rng``: every process's RNG state;
+        ``optimizer``: the optimiser state when gathered elsewhere (FSDP)."""
         return {
             "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.optimizer.state_dict() if optimizer is None else optimizer,
             "scheduler": self.scheduler.state_dict(),
             "data": self.data.state_dict(),
             "algorithm": self.algorithm.state_dict(),
@@ -139,7 +140,8 @@ class TrainState:
 
     def load_state_dict(self, state: dict, rank: int) -> None:
         self.step = int(state["step"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if "optimizer" in state:  # (FSDP loads its sharded optimiser state itself)
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.data.load_state_dict(state["data"])
         self.algorithm.load_state_dict(state["algorithm"])

@@ -78,7 +78,7 @@ class GroupRelative(OnlineAlgorithm):
 
     @torch.no_grad()
     def _chunked(self, model, ro) -> torch.Tensor:
-        return torch.cat([self.logprobs(model, ro, idx)[0]
+        return torch.cat([self.run.forward(self.logprobs, model, ro, idx)[0]
                           for idx in torch.arange(len(ro)).split(self.cfg.forward_batch_size)])
 
     def optimizer_steps_per_step(self) -> int:
@@ -92,7 +92,7 @@ class GroupRelative(OnlineAlgorithm):
         with self.timer("train"):
             ref = self._chunked(self.run.reference, ro)  # [N, T-1]
             if single_pass:  # the training forward doubles as the "old" forward: ratio = 1
-                logp_all, _, ent_all = self.logprobs(self.run.policy, ro, entropy=True)
+                logp_all, _, ent_all = self.run.forward(self.logprobs, self.run.policy, ro, entropy=True)
                 old = logp_all.detach()
             else:
                 old = self._chunked(self.run.policy, ro)
@@ -105,7 +105,7 @@ class GroupRelative(OnlineAlgorithm):
                     if single_pass:
                         logp, ent = logp_all[idx], ent_all[idx]
                     else:
-                        logp, _, ent = self.logprobs(self.run.policy, ro, idx, entropy=True)
+                        logp, _, ent = self.run.forward(self.logprobs, self.run.policy, ro, idx, entropy=True)
                     loss, st = ops.ppo_loss(
                         logp, old[idx], adv[idx], mask[idx], clip_eps=c.clip_eps, clip_eps_high=c.clip_eps_high,
                         ref_logprobs=ref[idx] if self.loss_kl_coef > 0 else None, kl_coef=self.loss_kl_coef,

@@ -31,6 +31,7 @@ from alignkit.losses.ppo import (
     FixedKLController,
     explained_variance,
     kl_per_token,
+    masked_whiten_across,
     sequence_kl,
     shape_rewards,
 )
@@ -120,7 +121,7 @@ class PPO(OnlineAlgorithm):
         """Old log-probs, reference log-probs and values ``[N, T-1]``, in chunks."""
         olds, refs, vals = [], [], []
         for idx in torch.arange(len(ro)).split(self.cfg.forward_batch_size):
-            logp, _, values = self._policy_and_values(ro, idx)
+            logp, _, values = self.run.forward(self._policy_and_values, ro, idx)
             olds.append(logp)
             vals.append(values)
             refs.append(self.logprobs(self.run.reference, ro, idx)[0])
@@ -140,13 +141,14 @@ class PPO(OnlineAlgorithm):
             kl_coef = self.kl_ctl.value
             rewards = shape_rewards(ro.scores, kl, mask, kl_coef)  # [N, T-1]
             adv, returns = ops.gae(rewards, old_values, mask, gamma=c.gamma, lam=c.lam)
-            if c.whiten_advantages:
-                adv = ops.masked_whiten(adv, mask)
+            if c.whiten_advantages:  # over the whole rollout, i.e. over every process's rows
+                adv = (ops.masked_whiten(adv, mask) if self.run.num_processes == 1
+                       else masked_whiten_across(adv, mask, self.run.all_reduce_sum))
             means = MetricMeans()
             for _ in range(c.ppo_epochs):
                 for idx in minibatches(len(ro), c.num_minibatches, self.generator):
                     m = mask[idx]
-                    logp, ent, values = self._policy_and_values(ro, idx)
+                    logp, ent, values = self.run.forward(self._policy_and_values, ro, idx)
                     pg, st = ops.ppo_loss(logp, old_logp[idx], adv[idx], m, clip_eps=c.clip_eps,
                                           clip_eps_high=c.clip_eps_high, dual_clip=c.dual_clip, entropy=ent,
                                           entropy_coef=c.entropy_coef, agg=c.agg)
@@ -157,8 +159,10 @@ class PPO(OnlineAlgorithm):
                     means.add({"loss": loss, "ppo/pg_loss": pg, "ppo/vf_loss": vf,
                                "ppo/clipfrac": st["clipfrac"], "ppo/approx_kl": st["approx_kl"],
                                "ppo/entropy": st["entropy"], "ppo/vf_clipfrac": vst["clipfrac"], **step})
-        seq_kl = float(sequence_kl(kl, mask).mean())
-        self.kl_ctl.update(seq_kl, len(ro))
+        seq_kls = sequence_kl(kl, mask)  # [N]
+        totals = self.run.all_reduce_sum(torch.stack([seq_kls.sum(), seq_kls.new_tensor(float(len(ro)))]).double())
+        seq_kl = float(totals[0] / totals[1])  # mean over every process's sequences
+        self.kl_ctl.update(seq_kl, int(totals[1]))
         metrics = {
             **self.rollout_metrics(ro),
             "rollout/kl": seq_kl,

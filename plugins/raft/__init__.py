@@ -79,7 +79,7 @@ class RAFT(OnlineAlgorithm):
     def _kl(self, ro) -> float:
         seq = []
         for idx in torch.arange(len(ro)).split(self.cfg.forward_batch_size):
-            logp, m = self.logprobs(self.run.policy, ro, idx)
+            logp, m = self.run.forward(self.logprobs, self.run.policy, ro, idx)
             ref, _ = self.logprobs(self.run.reference, ro, idx)
             seq.append(sequence_kl(kl_per_token(logp, ref, m, "k1"), m))
         return float(torch.cat(seq).mean())
@@ -97,7 +97,7 @@ class RAFT(OnlineAlgorithm):
             kl = self._kl(ro) if c.track_kl else float("nan")
             for _ in range(c.sft_epochs):
                 for idx in minibatches(len(kept), c.num_minibatches, self.generator):
-                    logp, m = self.logprobs(self.run.policy, kept, idx)
+                    logp, m = self.run.forward(self.logprobs, self.run.policy, kept, idx)
                     loss, _ = sft_loss(logp, m)  # token-mean NLL of the kept responses
                     self.run.backward(loss)
                     step = self.run.optimizer_step()

@@ -1,4 +1,5 @@
-"""Data parallel under torchrun (2 CPU processes, gloo) equals one process with the same global batch."""
+"""Data parallel under torchrun (2 CPU processes, gloo: DDP and FSDP2) equals one process with the same
+global batch."""
 import pytest
 
 from .helpers import ONLINE, SMALL, alignkit, losses, max_weight_diff, steps, torchrun
@@ -6,7 +7,11 @@ from .helpers import ONLINE, SMALL, alignkit, losses, max_weight_diff, steps, to
 STEPS = ["trainer.max_steps=20"]
 
 
-@pytest.mark.parametrize("algo, port", [(["algo=dpo"], 29611), (ONLINE, 29612)], ids=["dpo", "grpo"])
+@pytest.mark.parametrize("algo, port", [
+    (["algo=dpo"], 29611),
+    (ONLINE, 29612),
+    (["algo=dpo", "trainer/distributed=fsdp"], 29614),
+], ids=["dpo-ddp", "grpo-ddp", "dpo-fsdp"])
 def test_two_processes_equal_one(tmp_path, algo, port):
     one, two = tmp_path / "one", tmp_path / "two"
     a = alignkit("train", *SMALL, *algo, *STEPS, f"trainer.run_dir={one}")

@@ -34,6 +34,7 @@ CASES = {  # name: (overrides, processes, seed of the kill step)
     "dpo-seed2": (["algo=dpo"], 1, 2),
     "grpo-seed3": (ONLINE, 1, 3),
     "dpo-2proc-seed4": (["algo=dpo"], 2, 4),
+    "dpo-fsdp-seed5": (["algo=dpo", "trainer/distributed=fsdp"], 2, 5),
 }
 
 
