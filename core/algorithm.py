@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 DATA_KINDS = ("sft", "preference", "ranked", "prompt")
 
 
+
 @dataclass
 class AlgorithmSpec:
     """What a plugin registers for one algorithm."""
@@ -125,6 +126,43 @@ class RunContext:
 
     def reward_function(self, name: str) -> Callable[..., list[float]]:
         return self.registry.reward_function(name)
+
+    # -- log-probs that honour model.fused_logprobs -------------------------------
+    @property
+    def fused(self) -> bool:
+        """``model.fused_logprobs``: log-probs from the fused lm_head kernel (no ``[B, T, V]`` logits)."""
+        return bool(self.cfg.model.fused_logprobs)
+
+    def token_logprobs(self, model: Any, input_ids, attention_mask, labels, **kw):
+        """:func:`alignkit.modeling.token_logprobs` of ``model`` (the policy or :attr:`reference`):
+        ``(logp [B, T-1], mask [B, T-1][, entropy])``, fused as the run's config says."""
+        from alignkit import modeling
+
+        kw.setdefault("fused", self.fused)
+        if model is self.reference:
+            return model.token_logprobs(input_ids, attention_mask, labels, **kw)
+        return modeling.token_logprobs(model, input_ids, attention_mask, labels, **kw)
+
+    def sequence_logprobs(self, model: Any, input_ids, attention_mask, labels, **kw) -> dict:
+        """:func:`alignkit.modeling.sequence_logprobs` (``sum``, ``mean``, ``ntokens`` ``[B]``, ...) of
+        ``model`` (the policy or :attr:`reference`), fused as the run's config says."""
+        from alignkit import modeling
+
+        kw.setdefault("fused", self.fused)
+        if model is self.reference:
+            return model.sequence_logprobs(input_ids, attention_mask, labels, **kw)
+        return modeling.sequence_logprobs(model, input_ids, attention_mask, labels, **kw)
+
+    def pair_logprobs(self, model: Any, batch: dict, **kw) -> dict[str, tuple]:
+        """Sequence log-probs of a ``preference`` batch's chosen and rejected responses from one
+        ``[2B, T]`` forward: ``{"sum": (chosen [B], rejected [B]), "mean": (...), "ntokens": (...)}``."""
+        import torch
+
+        ids = torch.cat([batch["chosen_input_ids"], batch["rejected_input_ids"]])  # [2B, T]
+        mask = torch.cat([batch["chosen_attention_mask"], batch["rejected_attention_mask"]])  # [2B, T]
+        labels = torch.cat([batch["chosen_labels"], batch["rejected_labels"]])  # [2B, T]
+        out = self.sequence_logprobs(model, ids, mask, labels, **kw)
+        return {k: tuple(out[k].chunk(2)) for k in ("sum", "mean", "ntokens")}
 
 
 class Algorithm:

@@ -33,21 +33,16 @@ class DPO(Algorithm):
         if self.cfg.loss_type not in LOSS_TYPES:
             raise ValueError(f"algo.loss_type must be one of {LOSS_TYPES}, got {self.cfg.loss_type!r}")
 
-    def _logps(self, model_fn, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Chosen and rejected sequence log-probs ``[B]`` from one ``[2B, T]`` forward:
-        sums, or means for IPO."""
-        ids = torch.cat([batch["chosen_input_ids"], batch["rejected_input_ids"]])  # [2B, T]
-        mask = torch.cat([batch["chosen_attention_mask"], batch["rejected_attention_mask"]])  # [2B, T]
-        labels = torch.cat([batch["chosen_labels"], batch["rejected_labels"]])  # [2B, T]
-        out = model_fn(ids, mask, labels, fused=self.run.cfg.model.fused_logprobs)
-        return out["mean" if self.cfg.loss_type == "ipo" else "sum"].chunk(2)
+    def _logps(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Chosen and rejected sequence log-probs ``[B]``: sums, or means for IPO."""
+        return self.run.pair_logprobs(model, batch)["mean" if self.cfg.loss_type == "ipo" else "sum"]
 
     def compute_loss(self, batch):
-        pol_c, pol_r = self._logps(lambda *a, **k: sequence_logprobs(self.run.policy, *a, **k), batch)
+        pol_c, pol_r = self._logps(self.run.policy, batch)
         if self.cfg.reference_free:
             ref_c = ref_r = None
         else:
-            ref_c, ref_r = self._logps(self.run.reference.sequence_logprobs, batch)
+            ref_c, ref_r = self._logps(self.run.reference, batch)
         loss, metrics = dpo_loss(pol_c, pol_r, ref_c, ref_r, beta=self.cfg.beta, loss_type=self.cfg.loss_type,
                                  label_smoothing=self.cfg.label_smoothing)
         metrics["loss"] = loss.detach()
