@@ -15,6 +15,7 @@ BUILTIN_PLUGINS = [
     "sft", "rm", "dpo",
     "rewards", "ppo", "raft", "grpo",
     "pro", "rrhf", "coh",
+    "kto", "orpo", "simpo",
 ]
 
 
