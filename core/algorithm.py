@@ -59,6 +59,10 @@ class AlgorithmSpec:
     algorithm_class: type  #: a subclass of :class:`Algorithm`
     description: str  #: one line, shown by ``alignkit list``
     paper: str = ""  #: citation shown by ``alignkit list``
+    #: optional check of the algorithm's config (the dataclass instance) run when the config is
+    #: composed, before any model or data is loaded; raise ``ValueError`` / ``UserError`` with a
+    #: message naming the key. Single-field ranges belong in the dataclass (``check`` in ``__post_init__``).
+    validate: Callable[[Any], None] | None = None
 
 
 @dataclass

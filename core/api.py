@@ -13,18 +13,31 @@ from alignkit (a test checks it). Compatibility rules, semantic-versioned by ``A
 from alignkit import hookimpl
 from alignkit.algorithm import DATA_KINDS, Algorithm, AlgorithmSpec, RunContext
 from alignkit.config.schema import check
-from alignkit.data.formats import DataFormatSpec, DatasetPreset, FormatError
-from alignkit.data.tokenize import IGNORE
+from alignkit.data.collate import collate
+from alignkit.data.collate import pad as pad_sequences
+from alignkit.data.formats import HH_ASSISTANT, HH_HUMAN, DataFormatSpec, DatasetPreset, FormatError, parse_hh_dialogue
+from alignkit.data.tokenize import IGNORE, STATS, tokenize_example
 from alignkit.errors import UserError
 from alignkit.metrics import preference_accuracy
-from alignkit.modeling import reward_scores
-from alignkit.rollout import OnlineAlgorithm, RewardConfig, Rollout, SamplingConfig, generate
+from alignkit.modeling import hidden_states, lm_head, reward_scores, sequence_logprobs, token_logprobs
+from alignkit.modeling import unwrap as unwrap_model
+from alignkit.rollout import (OnlineAlgorithm, RewardConfig, RewardScorer, Rollout, SamplingConfig, generate,
+                              generate_from_prompts, load_reward_model)
 from alignkit.rollout.online import MetricMeans, minibatches
 
 API_VERSION = "1.0"
 
 __all__ = [
-    "API_VERSION", "hookimpl", "Algorithm", "AlgorithmSpec", "RunContext", "DATA_KINDS", "check",
-    "DataFormatSpec", "DatasetPreset", "FormatError", "IGNORE", "UserError", "preference_accuracy", "reward_scores",
-    "OnlineAlgorithm", "RewardConfig", "SamplingConfig", "Rollout", "generate", "MetricMeans", "minibatches",
+    "API_VERSION", "hookimpl",
+    # algorithms
+    "Algorithm", "AlgorithmSpec", "RunContext", "DATA_KINDS", "check", "UserError",
+    # data: formats, tokenisation, batches
+    "DataFormatSpec", "DatasetPreset", "FormatError", "parse_hh_dialogue", "HH_HUMAN", "HH_ASSISTANT",
+    "IGNORE", "STATS", "tokenize_example", "collate", "pad_sequences",
+    # models and metrics
+    "token_logprobs", "sequence_logprobs", "reward_scores", "hidden_states", "lm_head", "unwrap_model",
+    "preference_accuracy",
+    # online methods
+    "OnlineAlgorithm", "RewardConfig", "SamplingConfig", "Rollout", "generate", "generate_from_prompts",
+    "RewardScorer", "load_reward_model", "MetricMeans", "minibatches",
 ]

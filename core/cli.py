@@ -11,7 +11,8 @@ alignkit: align language models with human preferences.
 commands:
   train [overrides ...]   run a training job composed by Hydra from conf/ (the default: DPO with a tiny model
                           on the bundled HH-RLHF sample, a few minutes on a laptop CPU)
-  list                    algorithms (and the plugin providing each), model presets, data presets
+  list [-v]               algorithms (and the plugin providing each; -v: every config key with its comment),
+                          model presets, data presets, reward functions, broken plugins
   bench [op ...]          time alignkit's ops against eager PyTorch (and TRL / Liger when installed)
   profile [overrides ...] a few training steps under torch.profiler: Chrome trace + top ops
 
@@ -83,9 +84,9 @@ def _train_one(cfg, overrides: list[str]):
 def cmd_train(argv: list[str]) -> int:
     """Compose and train; sweeps (-m) run each job through Hydra's launcher."""
     from alignkit.config.compose import compose_config, register_configs
-    from alignkit.registry import default_registry
+    from alignkit.registry import registry_for
 
-    registry = default_registry()
+    registry = registry_for([a for a in argv if not a.startswith("-")])  # built after plugins.disable is read
     register_configs(registry)
     if not _uses_hydra_app(argv):
         _train_one(compose_config(argv, registry), argv)
@@ -119,12 +120,18 @@ def cmd_list(argv: list[str]) -> int:
     from alignkit.config.compose import yaml_options
     from alignkit.registry import build_registry
 
-    reg = build_registry()
+    from alignkit.registry import disabled_in
+
+    verbose = "-v" in argv or "--verbose" in argv
+    reg = build_registry(disabled=disabled_in(argv), tolerant=True)
     print("algorithms (algo=...):")
     for name in sorted(reg.algorithms):
         spec, plugin = reg.algorithms[name]
         paper = f"  [{spec.paper}]" if spec.paper else ""
         print(f"  {name:<10} {spec.description}  (plugin: {plugin}){paper}")
+        if verbose:
+            for key, default, comment in config_fields(spec.config_class):
+                print(f"      algo.{key}={default}" + (f"  # {comment}" if comment else ""))
     print("\nmodel presets (model=...):")
     for name in yaml_options("model"):
         print(f"  {name}")
@@ -142,7 +149,36 @@ def cmd_list(argv: list[str]) -> int:
     for name in sorted(reg.data_formats):
         spec, plugin = reg.data_formats[name]
         print(f"  {name:<11} {spec.kind:<10} {spec.description}")
+    if reg.broken:
+        print("\nbroken plugins (skipped):")
+        for plugin, err in reg.broken:
+            print(f"  {plugin}: BROKEN: {err}")
     return 0
+
+
+def config_fields(cls) -> list[tuple[str, object, str]]:
+    """``(name, default, comment)`` of a config dataclass's fields, the comment read from the
+    ``# ...`` (or ``#: ...``) after the field in its source, so plugin configs document themselves."""
+    import dataclasses
+    import inspect
+    import re
+
+    comments: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        try:
+            src = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        for m in re.finditer(r"^\s+(\w+)\s*:[^#\n]*#:?\s*(.+)$", src, re.M):
+            comments[m.group(1)] = m.group(2).strip()
+    out = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else "???")
+        if dataclasses.is_dataclass(default):
+            default = "{" + ", ".join(f"{k}: {v}" for k, v in dataclasses.asdict(default).items()) + "}"
+        out.append((f.name, default, comments.get(f.name, "")))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

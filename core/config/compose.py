@@ -100,6 +100,11 @@ def _composition_error(exc: Exception, overrides: list[str]) -> ConfigError:
         group = text.split("Could not find '", 1)[-1].split("'", 1)[0].rpartition("/")[0] if "Could not find" in text else ""
         options = [o for o in yaml_options(group) + _stored_options(group) if not o.endswith("_schema")]
         wanted = text.split("Could not find '", 1)[-1].split("'", 1)[0] if "Could not find" in text else "?"
+        if group == "algo" and wanted.endswith("_schema"):  # its YAML exists but no enabled plugin provides it
+            name = wanted[len("algo/"):-len("_schema")]
+            return ConfigError(f"algorithm {name!r} is provided by no enabled plugin",
+                               f"remove its plugin from plugins.disable / ALIGNKIT_DISABLE_PLUGINS, or pick one of: "
+                               f"{', '.join(sorted(set(_stored_options('algo')) - {o for o in _stored_options('algo') if o.endswith('_schema')}))}")
         return ConfigError(f"unknown option {wanted!r}",
                            f"available {group} options: {', '.join(sorted(set(options))) or '(none)'}")
     return ConfigError(" ".join(str(exc).split()), "check the overrides (alignkit train --help lists every key)")
@@ -151,13 +156,63 @@ def _compose(overrides: list[str]) -> DictConfig:
 def compose_config(overrides: list[str] | tuple = (), registry=None) -> DictConfig:
     """Compose the run config for ``overrides`` (without Hydra's run-time keys) and range-check
     every value; errors are one-line :class:`ConfigError` s naming the key and the fix."""
-    from alignkit.registry import default_registry
+    from alignkit.registry import registry_for
 
-    registry = registry or default_registry()
+    registry = registry or registry_for(overrides)
     register_configs(registry)
+    _reject_added_keys(list(overrides))
     try:
         cfg = _compose(list(overrides))
     except Exception as exc:  # noqa: BLE001 - re-raised as one line with the valid keys
         raise _composition_error(exc, list(overrides)) from exc
     validate(cfg)
+    validate_algorithm(cfg, registry)
     return cfg
+
+
+def _reject_added_keys(overrides: list[str]) -> None:
+    """``+key=value`` may add keys only to free-form mappings (e.g. ``algo.reward.kwargs``): on a
+    typed config it would add a key nothing reads, so it is an error naming the valid keys."""
+    adds = [o for o in overrides if o.startswith("+") and not o.startswith("++") and "=" in o]
+    if not adds:
+        return
+    base = _compose([o for o in overrides if not o.startswith(("+", "~"))])
+    for o in adds:
+        key = o[1:].split("=", 1)[0]
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(base, parent) if parent else base
+        if isinstance(node, DictConfig) and dataclasses.is_dataclass(OmegaConf.get_type(node)) and leaf not in node:
+            raise _unknown_key(key, overrides)
+
+
+def validate_algorithm(cfg: DictConfig, registry) -> None:
+    """Checks that need the plugins, at composition: the algorithm's own ``AlgorithmSpec.validate``
+    and a configured reward function's arguments against its signature."""
+    from alignkit.errors import UserError
+    from alignkit.registry import UnknownNameError
+
+    try:
+        spec = registry.algorithm(cfg.algo.name)
+    except UnknownNameError:
+        raise ConfigError(f"algorithm {cfg.algo.name!r} is provided by no enabled plugin",
+                          "remove its plugin from plugins.disable / ALIGNKIT_DISABLE_PLUGINS, or pick one of: "
+                          + ", ".join(sorted(registry.algorithms))) from None
+    typed = OmegaConf.to_object(cfg.algo) if dataclasses.is_dataclass(OmegaConf.get_type(cfg.algo)) else cfg.algo
+    if getattr(spec, "validate", None) is not None:
+        try:
+            spec.validate(typed)
+        except (ValueError, UserError) as exc:
+            raise ConfigError(f"algo={cfg.algo.name}: {exc}", "fix the algo.* values") from None
+    reward = getattr(typed, "reward", None)
+    if reward is not None and getattr(reward, "function", None):
+        from alignkit.rollout.rewards import check_reward_function
+
+        try:
+            fn = registry.reward_function(reward.function)
+        except UnknownNameError as exc:
+            raise ConfigError(f"algo.reward.function={reward.function}: {exc}", "pick one of the listed names") \
+                from None
+        try:
+            check_reward_function(fn, str(reward.function), dict(reward.kwargs or {}))
+        except UserError as exc:
+            raise ConfigError(exc.what, exc.fix) from None

@@ -6,3 +6,15 @@ from alignkit.losses.sft import sft_loss  # noqa: F401
 from alignkit.losses.pro import pro_loss  # noqa: F401
 from alignkit.losses.rrhf import rrhf_loss  # noqa: F401
 from alignkit.losses.coh import coh_loss  # noqa: F401
+from alignkit.losses.dpo import LOSS_TYPES as DPO_LOSS_TYPES  # noqa: F401
+from alignkit.losses.ppo import (  # noqa: F401
+    AdaptiveKLController,
+    FixedKLController,
+    apply_missing_eos_penalty,
+    explained_variance,
+    group_advantages,
+    kl_per_token,
+    masked_whiten_across,
+    sequence_kl,
+    shape_rewards,
+)

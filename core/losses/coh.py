@@ -3,7 +3,7 @@ Models with Feedback", arXiv:2302.02676; reference code github.com/lhao499/chain
 
 Preference pairs become feedback sequences such as
 ``User: {prompt} A helpful answer: {chosen} An unhelpful answer: {rejected}``
-(see :mod:`alignkit.data.coh`). The model is trained with plain next-token NLL, but only
+(see :mod:`alignkit.plugins.coh.data`). The model is trained with plain next-token NLL, but only
 on the *response* tokens (both the good and the bad response, each with its EOS);
 prompt and marker tokens are context only::
 

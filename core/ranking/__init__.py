@@ -1,4 +1,4 @@
-"""Shared machinery of the ranked-list algorithms (PRO, RRHF); not a plugin itself.
+"""``alignkit.ranking``: the public helper package of the ranked-list algorithms (PRO, RRHF).
 
 :class:`RankedAlgorithm` trains on ``ranked`` batches (``[B, K, T]``) and evaluates on
 held-out ``preference`` pairs. A subclass only implements :meth:`RankedAlgorithm.ranked_loss`,
@@ -14,7 +14,7 @@ the pure loss on per-response log-prob statistics.
 * Online lists (``algo.num_samples > 0``): before training, :meth:`build_online_examples`
   samples ``num_samples`` responses per training prompt with the starting policy, scores
   them with ``algo.reward`` (together with the data's own responses unless
-  ``include_dataset_responses: false``) and caches them (:mod:`alignkit.data.ranked`).
+  ``include_dataset_responses: false``) and caches them (:mod:`alignkit.ranking.lists`).
   This happens in :meth:`prepare_examples`, which the trainer calls before tokenisation.
 """
 from __future__ import annotations
@@ -27,10 +27,11 @@ import torch
 from alignkit.algorithm import Algorithm
 from alignkit.metrics import preference_accuracy
 from alignkit.modeling import sequence_logprobs
+from alignkit.ranking.lists import OnlineRankingConfig, build_ranked_online, read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RankedAlgorithm"]
+__all__ = ["RankedAlgorithm", "OnlineRankingConfig", "build_ranked_online", "read_jsonl", "write_jsonl"]
 
 
 class RankedAlgorithm(Algorithm):
@@ -90,7 +91,7 @@ class RankedAlgorithm(Algorithm):
         out = {k: float(v) for k, v in metrics.items()}
         out.update({
             "loss": float(loss),
-            "accuracy": preference_accuracy(mean[:, 0], mean[:, 1]),
+            "preference_accuracy": preference_accuracy(mean[:, 0], mean[:, 1]),
             "logps/chosen_mean": float(mean[:, 0].mean()),
             "logps/rejected_mean": float(mean[:, 1].mean()),
             "logps/margin_mean": float((mean[:, 0] - mean[:, 1]).mean()),
@@ -109,8 +110,8 @@ class RankedAlgorithm(Algorithm):
         """Ranked examples built by sampling ``algo.num_samples`` responses per prompt of
         ``examples`` (any kind with a ``prompt``) with the current policy and scoring them with
         ``algo.reward``; the examples' own responses come first when
-        ``algo.include_dataset_responses``. Cached on disk (see :mod:`alignkit.data.ranked`)."""
-        from alignkit.data.ranked import build_ranked_online
+        ``algo.include_dataset_responses``. Cached on disk (see :mod:`alignkit.ranking.lists`)."""
+        from alignkit.ranking.lists import build_ranked_online
         from alignkit.rollout.rewards import RewardScorer
 
         cfg = self.cfg

@@ -7,7 +7,11 @@
 
 * ``function=<name>``: a function registered through the
   ``alignkit_register_reward_functions`` hook, called as
-  ``f(prompts, completions, references=..., **kwargs) -> list[float]``.
+  ``f(prompts, completions, **kwargs) -> list[float]`` with ``kwargs`` from
+  ``algo.reward.kwargs``, plus ``references=`` (the data's reference responses or
+  ``None`` per prompt) when the function names a ``references`` parameter or takes
+  ``**kwargs``. :func:`check_reward_function` checks the configured kwargs against the
+  function's signature when the config is composed.
 * ``model_path=<dir>``: the ``final/`` folder of an ``algo=rm`` run, loaded with
   ``AutoModelForSequenceClassification`` and its own tokenizer; the reward is
   :func:`alignkit.modeling.reward_scores` (scalar head at the last non-padding
@@ -26,7 +30,41 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-__all__ = ["RewardScorer", "load_reward_model"]
+__all__ = ["RewardScorer", "load_reward_model", "check_reward_function"]
+
+
+def check_reward_function(fn: Callable, name: str, kwargs: dict) -> bool:
+    """Check ``algo.reward.kwargs`` against ``fn``'s signature; return whether ``fn`` takes
+    ``references``. Raises a one-line :class:`alignkit.errors.UserError` for a keyword the
+    function does not take (with the closest valid name) or a required one that is missing."""
+    import difflib
+    import inspect
+
+    from alignkit.errors import UserError
+
+    params = inspect.signature(fn).parameters
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    positional = [p for p in params.values() if p.kind in (inspect.Parameter.POSITIONAL_ONLY,
+                                                           inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    if len(positional) < 2 and not any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params.values()):
+        raise UserError(f"reward function {name!r} must take (prompts, completions, ...)",
+                        "give it two positional parameters (see docs/writing-plugins.md)")
+    named = [p.name for p in params.values() if p.kind in (inspect.Parameter.KEYWORD_ONLY,
+                                                           inspect.Parameter.POSITIONAL_OR_KEYWORD)][2:]
+    if not var_kw:
+        for key in kwargs:
+            if key not in named:
+                close = difflib.get_close_matches(key, named, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise UserError(f"reward function {name!r} takes no argument {key!r}",
+                                f"{hint}its arguments: {', '.join(named) or '(none)'}")
+    for p in list(params.values())[2:]:
+        if p.default is inspect.Parameter.empty and p.kind in (inspect.Parameter.KEYWORD_ONLY,
+                                                                inspect.Parameter.POSITIONAL_OR_KEYWORD) \
+                and p.name not in kwargs and p.name != "references":
+            raise UserError(f"reward function {name!r} needs the argument {p.name!r}",
+                            f"set +algo.reward.kwargs.{p.name}=<value>")
+    return var_kw or "references" in params
 
 
 def load_reward_model(path: str, device: Any = "cpu") -> tuple[Any, Any]:
@@ -58,6 +96,8 @@ class RewardScorer:
         self.kwargs = dict(kwargs or {})
         self.batch_size = int(batch_size)
         self.name = name
+        #: whether the reward function takes ``references=`` (see :func:`check_reward_function`)
+        self.pass_references = check_reward_function(function, name, self.kwargs) if function is not None else False
         #: whether rollout token ids can be scored as they are (same vocabulary as the policy)
         self.shares_tokenizer = (model is not None and policy_tokenizer is not None
                                  and tokenizer.get_vocab() == policy_tokenizer.get_vocab())
@@ -84,7 +124,8 @@ class RewardScorer:
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
         if self.function is not None:
-            out = self.function(list(prompts), list(completions), references=references, **self.kwargs)
+            extra = {"references": references} if self.pass_references else {}
+            out = self.function(list(prompts), list(completions), **extra, **self.kwargs)
             out = [float(x) for x in out]
             if len(out) != len(completions):
                 raise ValueError(f"reward function {self.name!r} returned {len(out)} scores for {len(completions)} completions")

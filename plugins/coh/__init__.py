@@ -2,7 +2,7 @@
 
 Preference pairs become feedback sequences (``User: {prompt} A helpful answer: {chosen}``,
 ``... An unhelpful answer: {rejected}``, and both chained in either order; see
-:mod:`alignkit.data.coh`); the policy is trained with next-token NLL on the response
+:mod:`alignkit.plugins.coh.data`); the policy is trained with next-token NLL on the response
 tokens only (:func:`alignkit.losses.coh.coh_loss`), with a forgetful causal mask
 hiding a random ``U(0, fcm_max_ratio)`` share of past tokens from attention.
 
@@ -25,8 +25,8 @@ from typing import Any, List
 import torch
 
 from alignkit import AlgorithmSpec, hookimpl
-from alignkit.algorithm import Algorithm
-from alignkit.data.coh import (
+from alignkit.api import Algorithm, check, preference_accuracy, sequence_logprobs, token_logprobs
+from .data import (
     FORMS,
     CohTemplate,
     choose_form,
@@ -36,10 +36,7 @@ from alignkit.data.coh import (
     tokenize_eval_pair,
     tokenize_feedback,
 )
-from alignkit.losses.coh import coh_loss
-from alignkit.metrics import preference_accuracy
-from alignkit.modeling import sequence_logprobs, token_logprobs
-from alignkit.config import check
+from alignkit.losses import coh_loss
 
 PAPER = "Liu, Sferrazza, Abbeel 2023, Chain of Hindsight Aligns Language Models with Feedback (arXiv:2302.02676)"
 
@@ -91,7 +88,7 @@ class CoH(Algorithm):
         feat["generation_prompt"] = generation_prompt(example["prompt"], self._template) \
             if self.cfg.eval_samples else None
         if self.cfg.lm_weight:
-            from alignkit.data.tokenize import tokenize_example
+            from alignkit.api import tokenize_example
 
             lm = tokenize_example({"prompt": example["prompt"], "completion": example["chosen"]}, "sft", tok,
                                   self.run.cfg.data)
@@ -101,7 +98,7 @@ class CoH(Algorithm):
         return feat
 
     def collate(self, features: list[dict], kind: str | None = None) -> dict:
-        from alignkit.data.collate import collate
+        from alignkit.api import collate
 
         tok = self.run.tokenizer
         out = collate([{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features], "sft", tok)
@@ -148,7 +145,7 @@ class CoH(Algorithm):
         out = {k: float(v) for k, v in metrics.items()}
         out.update({
             "loss": float(loss),
-            "accuracy": preference_accuracy(mean[:B], mean[B:]),
+            "preference_accuracy": preference_accuracy(mean[:B], mean[B:]),
             "logps/chosen_mean": float(mean[:B].mean()),
             "logps/rejected_mean": float(mean[B:].mean()),
         })
@@ -180,8 +177,8 @@ class CoH(Algorithm):
         """Answers sampled with the ``User: {prompt} A helpful answer:`` prompt (``sampling``:
         keyword arguments of :func:`alignkit.rollout.generation.generate`; ``already_formatted``:
         the prompts are that text already)."""
-        from alignkit.data.collate import pad
-        from alignkit.rollout.generation import generate
+        from alignkit.api import pad_sequences as pad
+        from alignkit.api import generate
 
         tok = self.run.tokenizer
         texts = list(prompts) if already_formatted else [generation_prompt(p, self._template) for p in prompts]

@@ -39,8 +39,7 @@ from typing import Any
 
 import torch
 
-from alignkit.data.formats import HH_ASSISTANT, HH_HUMAN, parse_hh_dialogue
-from alignkit.data.tokenize import IGNORE, STATS
+from alignkit.api import HH_ASSISTANT, HH_HUMAN, IGNORE, parse_hh_dialogue, STATS
 
 __all__ = [
     "FORMS", "CohTemplate", "normalise_pair", "prompt_text", "feedback_segments", "choose_form",

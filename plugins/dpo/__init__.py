@@ -6,12 +6,8 @@ from dataclasses import dataclass
 import torch
 
 from alignkit import hookimpl
-from alignkit.algorithm import Algorithm, AlgorithmSpec
-from alignkit.losses import dpo_loss
-from alignkit.losses.dpo import LOSS_TYPES
-from alignkit.metrics import preference_accuracy
-from alignkit.modeling import sequence_logprobs
-from alignkit.config import check
+from alignkit.api import Algorithm, AlgorithmSpec, check
+from alignkit.losses import dpo_loss, DPO_LOSS_TYPES as LOSS_TYPES
 
 
 @dataclass

@@ -22,10 +22,8 @@ from typing import Optional
 import torch
 
 from alignkit import AlgorithmSpec, hookimpl, ops
-from alignkit.losses.ppo import group_advantages, kl_per_token, sequence_kl
-from alignkit.rollout import OnlineAlgorithm, RewardConfig, SamplingConfig
-from alignkit.rollout.online import MetricMeans, minibatches
-from alignkit.config import check
+from alignkit.losses import group_advantages, kl_per_token, sequence_kl
+from alignkit.api import check, MetricMeans, minibatches, OnlineAlgorithm, RewardConfig, SamplingConfig
 
 
 @dataclass

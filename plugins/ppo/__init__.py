@@ -25,19 +25,12 @@ from typing import Optional
 
 import torch
 
-from alignkit import AlgorithmSpec, hookimpl, modeling, ops
-from alignkit.losses.ppo import (
-    AdaptiveKLController,
-    FixedKLController,
-    explained_variance,
-    kl_per_token,
-    masked_whiten_across,
-    sequence_kl,
-    shape_rewards,
+from alignkit import AlgorithmSpec, hookimpl, ops
+from alignkit.api import check, MetricMeans, minibatches, OnlineAlgorithm, RewardConfig, SamplingConfig, unwrap_model
+from alignkit.losses import (
+    AdaptiveKLController, explained_variance, FixedKLController, kl_per_token, masked_whiten_across,
+    sequence_kl, shape_rewards,
 )
-from alignkit.rollout import OnlineAlgorithm, RewardConfig, SamplingConfig
-from alignkit.rollout.online import MetricMeans, minibatches
-from alignkit.config import check
 
 from .value import SeparateValueModel, ValueHead, policy_logprobs_and_values
 
@@ -92,7 +85,7 @@ class PPO(OnlineAlgorithm):
         if getattr(self, "_value", None) is None:
             c = self.cfg
             if c.value_model == "head":
-                self._value = ValueHead(modeling.unwrap(self.run.policy).config.hidden_size)
+                self._value = ValueHead(unwrap_model(self.run.policy).config.hidden_size)
             elif c.value_model == "reward":
                 if not c.reward.model_path:
                     raise ValueError("algo.value_model=reward needs algo.reward.model_path (an algo=rm run's final/)")

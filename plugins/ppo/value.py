@@ -13,7 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from alignkit import modeling, ops
+from alignkit import ops
+from alignkit.api import hidden_states, lm_head, unwrap_model
 
 
 class ValueHead(nn.Module):
@@ -37,9 +38,9 @@ def policy_logprobs_and_values(policy: Any, head: ValueHead, input_ids: torch.Te
     hidden states (as :func:`alignkit.modeling.token_logprobs` does), and the value head
     reads the same hidden states, so policy and value share one trunk pass.
     """
-    h = modeling.hidden_states(policy, input_ids, attention_mask)[:, :-1]  # [B, T-1, H]
+    h = hidden_states(policy, input_ids, attention_mask)[:, :-1]  # [B, T-1, H]
     targets = labels[:, 1:]  # [B, T-1]
-    lm = modeling.lm_head(policy)
+    lm = lm_head(policy)
     B, Tm1, H = h.shape
     logp, ent = ops.fused_linear_logprobs(h.reshape(B * Tm1, H), lm.weight, targets.reshape(-1), bias=lm.bias,
                                           temperature=temperature, return_entropy=True)
@@ -52,11 +53,11 @@ class SeparateValueModel(nn.Module):
 
     def __init__(self, path: str):
         super().__init__()
-        from alignkit.rollout.rewards import load_reward_model
+        from alignkit.api import load_reward_model
 
         self.model, _ = load_reward_model(path)
         self.model.train().requires_grad_(True)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        h = modeling.hidden_states(self.model, input_ids, attention_mask)[:, :-1]  # [B, T-1, H]
-        return modeling.unwrap(self.model).score(h).squeeze(-1).float()
+        h = hidden_states(self.model, input_ids, attention_mask)[:, :-1]  # [B, T-1, H]
+        return unwrap_model(self.model).score(h).squeeze(-1).float()

@@ -9,10 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from alignkit import AlgorithmSpec, hookimpl
-from alignkit.config import check
-from alignkit.data.ranked import OnlineRankingConfig
-from alignkit.losses.pro import pro_loss
-from alignkit.plugins.ranking import RankedAlgorithm
+from alignkit.api import check
+from alignkit.losses import pro_loss
+from alignkit.ranking import OnlineRankingConfig, RankedAlgorithm
 
 PAPER = "Song et al. 2023, Preference Ranking Optimization for Human Alignment (arXiv:2306.17492)"
 
@@ -28,7 +27,7 @@ class ProConfig(OnlineRankingConfig):
 
 
 class PRO(RankedAlgorithm):
-    """Trains on ranked lists; see :mod:`alignkit.plugins.ranking` for batching and evaluation."""
+    """Trains on ranked lists; see :mod:`alignkit.ranking` for batching and evaluation."""
 
     def tokenize(self, example: dict) -> dict | None:
         scores = example.get("scores")

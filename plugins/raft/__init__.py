@@ -17,11 +17,8 @@ from typing import Optional
 import torch
 
 from alignkit import AlgorithmSpec, hookimpl
-from alignkit.losses.ppo import kl_per_token, sequence_kl
-from alignkit.losses.sft import sft_loss
-from alignkit.rollout import OnlineAlgorithm, RewardConfig, SamplingConfig
-from alignkit.rollout.online import MetricMeans, minibatches
-from alignkit.config import check
+from alignkit.losses import kl_per_token, sequence_kl, sft_loss
+from alignkit.api import check, MetricMeans, minibatches, OnlineAlgorithm, RewardConfig, SamplingConfig
 
 
 @dataclass

@@ -28,14 +28,14 @@ FRIENDLY = ("thank", "thanks", "glad", "happy", "great", "good", "love", "wonder
             "welcome", "nice", "helpful", "enjoy", "excellent")
 
 
-def char_frequency(prompts: Sequence, completions: Sequence[str], *, char: str = "e", **_: object) -> list[float]:
+def char_frequency(prompts: Sequence, completions: Sequence[str], *, char: str = "e") -> list[float]:
     """Fraction of characters equal to ``char`` (case-insensitive); 0 for an empty completion."""
     c = char.lower()
     return [(s.lower().count(c) / len(s)) if s else 0.0 for s in completions]
 
 
-def length_target(prompts: Sequence, completions: Sequence[str], *, target: int = 50, unit: str = "chars",
-                  **_: object) -> list[float]:
+def length_target(prompts: Sequence, completions: Sequence[str], *, target: int = 50,
+                  unit: str = "chars") -> list[float]:
     """``-|len - target| / target``; ``unit`` is ``chars`` or ``words``."""
     if unit not in ("chars", "words"):
         raise ValueError(f"length_target: unit must be 'chars' or 'words', got {unit!r}")
@@ -43,7 +43,7 @@ def length_target(prompts: Sequence, completions: Sequence[str], *, target: int 
     return [-abs(n - target) / max(target, 1) for n in lens]
 
 
-def distinct_words(prompts: Sequence, completions: Sequence[str], **_: object) -> list[float]:
+def distinct_words(prompts: Sequence, completions: Sequence[str]) -> list[float]:
     """Distinct words / words (lower-cased); 0 for a completion without words."""
     out = []
     for s in completions:
@@ -52,8 +52,8 @@ def distinct_words(prompts: Sequence, completions: Sequence[str], **_: object) -
     return out
 
 
-def lexicon(prompts: Sequence, completions: Sequence[str], *, words: Sequence[str] = FRIENDLY,
-            **_: object) -> list[float]:
+def lexicon(prompts: Sequence, completions: Sequence[str], *,
+            words: Sequence[str] = FRIENDLY) -> list[float]:
     """Share of the completion's words that are in ``words`` (case-insensitive, exact match)."""
     vocab = {w.lower() for w in words}
     out = []

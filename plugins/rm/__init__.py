@@ -6,11 +6,8 @@ from dataclasses import dataclass
 import torch
 
 from alignkit import hookimpl
-from alignkit.algorithm import Algorithm, AlgorithmSpec
+from alignkit.api import Algorithm, AlgorithmSpec, check, preference_accuracy, reward_scores
 from alignkit.losses import bradley_terry_loss
-from alignkit.metrics import preference_accuracy
-from alignkit.modeling import reward_scores
-from alignkit.config import check
 
 
 @dataclass

@@ -9,10 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from alignkit import AlgorithmSpec, hookimpl
-from alignkit.config import check
-from alignkit.data.ranked import OnlineRankingConfig
-from alignkit.losses.rrhf import rrhf_loss
-from alignkit.plugins.ranking import RankedAlgorithm
+from alignkit.api import check
+from alignkit.losses import rrhf_loss
+from alignkit.ranking import OnlineRankingConfig, RankedAlgorithm
 
 PAPER = "Yuan et al. 2023, RRHF: Rank Responses to Align Language Models with Human Feedback (arXiv:2304.05302)"
 
@@ -28,7 +27,7 @@ class RrhfConfig(OnlineRankingConfig):
 
 
 class RRHF(RankedAlgorithm):
-    """Trains on ranked lists; see :mod:`alignkit.plugins.ranking` for batching and evaluation."""
+    """Trains on ranked lists; see :mod:`alignkit.ranking` for batching and evaluation."""
 
     def ranked_loss(self, mean, total, ntokens, scores, valid):
         return rrhf_loss(total, ntokens, scores, valid, length_penalty=self.cfg.length_penalty,

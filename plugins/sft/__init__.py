@@ -4,9 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from alignkit import hookimpl
-from alignkit.algorithm import Algorithm, AlgorithmSpec
+from alignkit.api import Algorithm, AlgorithmSpec, token_logprobs
 from alignkit.losses import sft_loss
-from alignkit.modeling import token_logprobs
 
 
 @dataclass

@@ -12,7 +12,7 @@ import math
 
 import pytest
 
-from alignkit.cli import compose_config
+from alignkit.config.compose import compose_config
 from alignkit.trainer import train
 
 TINY = ["model=tiny", "model.tiny.hidden_size=64", "model.tiny.num_layers=2", "model.tiny.num_heads=2",
@@ -36,7 +36,7 @@ def _history(run_dir):
 
 @pytest.mark.parametrize("algo", sorted(CASES))
 def test_online_algorithm_raises_reward_with_bounded_kl(algo, tmp_path):
-    steps = 12
+    steps = 16 if algo == "ppo" else 12  # PPO's value head needs a few iterations before its advantages help
     cfg = compose_config([f"algo={algo}", *TINY, *FAST, *REWARD, *CASES[algo], f"trainer.max_steps={steps}",
                           f"trainer.run_dir={tmp_path}"])
     result = train(cfg)

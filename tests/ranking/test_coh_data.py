@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from alignkit import ops
-from alignkit.data.coh import (
+from alignkit.plugins.coh.data import (
     FORMS,
     choose_form,
     forgetful_causal_mask,

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from alignkit.data.ranked import build_ranked_online, model_fingerprint, read_jsonl
+from alignkit.ranking.lists import build_ranked_online, model_fingerprint, read_jsonl
 from alignkit.models.tiny import load_tiny_tokenizer, tiny_llama_config
 
 DATA = SimpleNamespace(max_length=128, max_prompt_length=64, truncation="truncate")

@@ -80,7 +80,7 @@ def test_ranked_evaluate_reports_preference_accuracy(run):
                 seq = sequence_logprobs(run.policy, one["input_ids"], one["attention_mask"], one["labels"])
             means.append(seq["mean"].item())
     wins = [float(means[2 * i] > means[2 * i + 1]) for i in range(len(feats))]
-    assert out["accuracy"] == pytest.approx(sum(wins) / len(wins))
+    assert out["preference_accuracy"] == pytest.approx(sum(wins) / len(wins))
     assert out["logps/chosen_mean"] == pytest.approx((means[0] + means[2]) / 2, rel=1e-4)
     assert {"loss", "loss/rank", "loss/sft", "logps/margin_mean"} <= set(out)
 
@@ -100,7 +100,7 @@ def test_coh_batches_fcm_and_lm_mix(run):
     assert l_eval.item() == l_eval2.item()  # no forgetful mask outside training
     assert l_train.item() != pytest.approx(l_eval.item(), abs=1e-6)  # the forgetful mask changed attention
     out = algo.evaluate(batch)
-    assert 0.0 <= out["accuracy"] <= 1.0 and out["loss"] == pytest.approx(l_eval.item(), rel=1e-5)
+    assert 0.0 <= out["preference_accuracy"] <= 1.0 and out["loss"] == pytest.approx(l_eval.item(), rel=1e-5)
 
 
 def test_coh_rejects_unknown_forms(run):

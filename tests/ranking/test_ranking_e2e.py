@@ -6,7 +6,7 @@ short run. Runs are seeded and deterministic.
 """
 import pytest
 
-from alignkit.cli import compose_config
+from alignkit.config.compose import compose_config
 from alignkit.trainer import train
 
 SHORT = ["data.max_length=128", "data.max_prompt_length=64", "trainer.batch_size=8", "trainer.eval_at_start=true",
@@ -16,7 +16,7 @@ SHORT = ["data.max_length=128", "data.max_prompt_length=64", "trainer.batch_size
 def _run(algo, quick_overrides, steps, extra=()):
     cfg = compose_config([f"algo={algo}", *quick_overrides, *SHORT, f"trainer.max_steps={steps}", *extra])
     res = train(cfg)
-    acc = [v for _, v in res.history["eval/accuracy"]]
+    acc = [v for _, v in res.history["eval/preference_accuracy"]]
     return res, acc
 
 
@@ -54,7 +54,7 @@ def test_online_ranked_lists_are_sampled_scored_and_cached(algo, quick_overrides
     res, _ = _run(algo, quick_overrides, steps=2, extra=online)
     files = sorted((tmp_path / "cache").glob("ranked-*.jsonl"))
     assert len(files) == 1
-    from alignkit.data.ranked import read_jsonl
+    from alignkit.ranking.lists import read_jsonl
 
     rows = read_jsonl(files[0])
     assert len(rows) == 32 and all(len(r["responses"]) == 4 for r in rows)  # chosen, rejected + 2 samples
