@@ -189,7 +189,8 @@ class Algorithm:
 
     # -- hooks the trainer calls ------------------------------------------------
     def setup(self) -> None:
-        """Called once after models and data exist, before training."""
+        """Called once after the models and data exist and before the optimiser is built, so
+        modules made here can be returned by :meth:`extra_modules` and trained."""
 
     def prepare_examples(self, examples: list[dict], split: str) -> list[dict]:
         """Called once per split (``train`` / ``eval``) with the normalised examples,
@@ -246,8 +247,8 @@ class Algorithm:
         return 1
 
     def extra_modules(self) -> list:
-        """Modules besides the policy whose parameters the optimiser trains
-        (e.g. a separate value model); they are moved to the run's device."""
+        """Modules besides the policy whose parameters the optimiser trains (e.g. a value
+        head built in :meth:`setup`); called after :meth:`setup`; moved to the run's device."""
         return []
 
     def state_dict(self) -> dict:

@@ -95,18 +95,16 @@ def _composition_error(exc: Exception, overrides: list[str]) -> ConfigError:
         if wanted:
             return ConfigError(f"{key}={value} is not {wanted}", f"give {key} {wanted}")
         return ConfigError(f"{key}={value}: {msg}", f"fix the value of {key}")
-    if isinstance(exc, MissingConfigException) or "Could not find" in str(exc):
-        text = str(exc)
-        group = text.split("Could not find '", 1)[-1].split("'", 1)[0].rpartition("/")[0] if "Could not find" in text else ""
-        options = [o for o in yaml_options(group) + _stored_options(group) if not o.endswith("_schema")]
-        wanted = text.split("Could not find '", 1)[-1].split("'", 1)[0] if "Could not find" in text else "?"
+    missing = str(exc).split("Could not find '", 1)
+    if isinstance(exc, MissingConfigException) and len(missing) == 2:
+        wanted = missing[1].split("'", 1)[0]  # e.g. algo/dpoo
+        group = wanted.rpartition("/")[0]
         if group == "algo" and wanted.endswith("_schema"):  # its YAML exists but no enabled plugin provides it
-            name = wanted[len("algo/"):-len("_schema")]
-            return ConfigError(f"algorithm {name!r} is provided by no enabled plugin",
-                               f"remove its plugin from plugins.disable / ALIGNKIT_DISABLE_PLUGINS, or pick one of: "
-                               f"{', '.join(sorted(set(_stored_options('algo')) - {o for o in _stored_options('algo') if o.endswith('_schema')}))}")
-        return ConfigError(f"unknown option {wanted!r}",
-                           f"available {group} options: {', '.join(sorted(set(options))) or '(none)'}")
+            return ConfigError(f"algorithm {wanted[5:-7]!r} is provided by no enabled plugin",
+                               "remove its plugin from plugins.disable / ALIGNKIT_DISABLE_PLUGINS, or pick another "
+                               "algorithm (alignkit list)")
+        options = sorted({o for o in yaml_options(group) + _stored_options(group) if not o.endswith("_schema")})
+        return ConfigError(f"unknown option {wanted!r}", f"available {group} options: {', '.join(options) or '(none)'}")
     return ConfigError(" ".join(str(exc).split()), "check the overrides (alignkit train --help lists every key)")
 
 
@@ -201,7 +199,9 @@ def validate_algorithm(cfg: DictConfig, registry) -> None:
     if getattr(spec, "validate", None) is not None:
         try:
             spec.validate(typed)
-        except (ValueError, UserError) as exc:
+        except UserError as exc:
+            raise ConfigError(f"algo={cfg.algo.name}: {exc.what}", exc.fix or "fix the algo.* values") from None
+        except ValueError as exc:
             raise ConfigError(f"algo={cfg.algo.name}: {exc}", "fix the algo.* values") from None
     reward = getattr(typed, "reward", None)
     if reward is not None and getattr(reward, "function", None):

@@ -246,6 +246,7 @@ class Trainer:
         if algo_cls.needs_reference:
             self.run.reference = ReferenceModel(policy).to(acc.device)  # per process, never wrapped
         train_feats, self.eval_features = self._load_data()
+        self.algorithm.setup()  # models and data exist; extra modules may be built here
         modules = [policy] + list(self.algorithm.extra_modules())
         for extra in modules[1:]:
             extra.to(acc.device)
@@ -273,7 +274,6 @@ class Trainer:
         stream = BatchStream(train_feats, tcfg.batch_size, self.algorithm.collate, tcfg.seed,
                              rank=acc.process_index, world=acc.num_processes)
         self.state = TrainState(policy, opt, sched, stream, self.algorithm)
-        self.algorithm.setup()
         if self.resume_from is not None:
             self._load_checkpoint(self.resume_from)
         if self.is_main:

@@ -26,7 +26,9 @@ from typing import Optional
 import torch
 
 from alignkit import AlgorithmSpec, hookimpl, ops
-from alignkit.api import check, MetricMeans, minibatches, OnlineAlgorithm, RewardConfig, SamplingConfig, unwrap_model
+from alignkit.api import (
+    check, MetricMeans, minibatches, OnlineAlgorithm, RewardConfig, SamplingConfig, unwrap_model, UserError,
+)
 from alignkit.losses import (
     AdaptiveKLController, explained_variance, FixedKLController, kl_per_token, masked_whiten_across,
     sequence_kl, shape_rewards,
@@ -77,23 +79,14 @@ class PPO(OnlineAlgorithm):
         c = self.cfg
         self.kl_ctl = (AdaptiveKLController(c.kl_coef, c.kl_target, c.kl_horizon) if c.adaptive_kl
                        else FixedKLController(c.kl_coef))
-
-    @property
-    def value(self) -> torch.nn.Module:
-        """The value function, built on first use (the trainer asks for it through
-        :meth:`extra_modules` before :meth:`setup`, to optimise it with the policy)."""
-        if getattr(self, "_value", None) is None:
-            c = self.cfg
-            if c.value_model == "head":
-                self._value = ValueHead(unwrap_model(self.run.policy).config.hidden_size)
-            elif c.value_model == "reward":
-                if not c.reward.model_path:
-                    raise ValueError("algo.value_model=reward needs algo.reward.model_path (an algo=rm run's final/)")
-                self._value = SeparateValueModel(str(c.reward.model_path))
-            else:
-                raise ValueError(f"algo.value_model must be head or reward, got {c.value_model!r}")
-            self._value.to(self.run.device)
-        return self._value
+        if c.value_model == "head":
+            self.value = ValueHead(unwrap_model(self.run.policy).config.hidden_size)
+        else:  # "reward": a separate value model initialised from the reward model
+            if not c.reward.model_path:
+                raise UserError("algo.value_model=reward needs algo.reward.model_path",
+                                "set it to an algo=rm run's final/ folder, or use algo.value_model=head")
+            self.value = SeparateValueModel(str(c.reward.model_path))
+        self.value.to(self.run.device)
 
     def extra_modules(self) -> list:
         return [self.value]
@@ -184,4 +177,12 @@ class PPO(OnlineAlgorithm):
 @hookimpl
 def alignkit_register_algorithms():
     return [AlgorithmSpec("ppo", PPOConfig, PPO, "RLHF with PPO: rollouts, KL-shaped rewards, GAE, clipped "
-                          "policy and value losses", paper="Ouyang et al. 2022, arXiv:2203.02155")]
+                          "policy and value losses", paper="Ouyang et al. 2022, arXiv:2203.02155",
+                          validate=validate_config)]
+
+
+def validate_config(cfg: PPOConfig) -> None:
+    """Cross-field checks, run when the config is composed."""
+    if cfg.value_model == "reward" and not cfg.reward.model_path:
+        raise UserError("algo.value_model=reward needs algo.reward.model_path",
+                        "set it to an algo=rm run's final/ folder, or use algo.value_model=head")
