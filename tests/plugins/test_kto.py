@@ -20,6 +20,34 @@ FAST = ["data.sources.0.max_examples=120", "data.sources.0.eval_size=40", "data.
         "trainer.max_steps=12"]
 
 
+GOOD = ["Sure, I am glad to help you with that.", "Of course! Here is a careful and kind answer.",
+        "Happy to help: let us work through it together.", "Thanks for asking, here is what I suggest."]
+BAD = ["No. Figure it out yourself.", "That is a stupid question, go away.",
+       "I will not help you with that, idiot.", "Whatever. I do not care about you."]
+WORDS = "apple river stone cloud music paper garden window yellow simple quiet market little".split()
+
+
+def write_pairs(path, n=160, seed=0):
+    """Synthetic preference pairs with a learnable preference: a kind answer (chosen) vs a rude one
+    (rejected), each from 4 templates plus random filler words, so a random model's scores do not
+    order every pair the same way. The preference in a few dozen pairs of the HH slice is too
+    subtle for a randomly initialised 1M-parameter model: after a dozen steps held-out accuracy
+    there moves by chance, up or down, with the data split (checked on several seeds and splits)."""
+    import random
+
+    rng = random.Random(seed)
+
+    def filler(k):
+        return " ".join(rng.choice(WORDS) for _ in range(k))
+
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"prompt": f"Question {i}: what about the {filler(3)}?",
+                                "chosen": f"{rng.choice(GOOD)} {filler(5)}.",
+                                "rejected": f"{rng.choice(BAD)} {filler(5)}."}) + "\n")
+    return path
+
+
 @pytest.fixture
 def registry(monkeypatch):
     """The registry with the new built-ins, through their entry points once installed, else ALIGNKIT_PLUGINS."""
@@ -135,16 +163,19 @@ def test_kto_config_ranges(registry, override, key):
     assert registry.algorithm("kto").algorithm_class.needs_reference is True
 
 
-def test_kto_short_run_on_pairs_raises_preference_accuracy(registry, quick_overrides):
+def test_kto_short_run_on_pairs_raises_preference_accuracy(registry, quick_overrides, tmp_path):
     from alignkit.config.compose import compose_config
     from alignkit.trainer import train
 
-    result = train(compose_config(["algo=kto", *FAST, *quick_overrides], registry), registry=registry)
+    data = [f"data.sources.0.path={write_pairs(tmp_path / 'pairs.jsonl')}", "data.sources.0.format=preference",
+            "data.sources.0.max_examples=null"]
+    result = train(compose_config(["algo=kto", *FAST, *data, "trainer.max_steps=8", *quick_overrides], registry),
+                   registry=registry)
     acc = result.history["eval/preference_accuracy"]
     assert acc[0] == (0, 0.5)  # policy = reference: every implicit reward is 0, every pair ties
-    assert acc[-1][0] == 12 and acc[-1][1] > 0.5, acc
+    assert acc[-1][0] == 8 and acc[-1][1] > 0.5, acc
     stats = json.loads((result.output_dir / "data_stats.json").read_text())
-    assert stats["train"]["examples"] > 120 and stats["eval"]["examples"] <= 40  # pairs split for training only
+    assert stats["train"]["examples"] == 2 * 120 and stats["eval"]["examples"] == 40  # pairs split for training only
 
 
 def test_kto_trains_on_unpaired_data(registry, quick_overrides, tmp_path):

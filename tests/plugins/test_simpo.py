@@ -1,5 +1,6 @@
 """SimPO plugin: the loss against hand arithmetic, config range checks, a short run whose
 held-out preference accuracy rises."""
+import json
 import math
 from importlib.metadata import entry_points
 
@@ -14,6 +15,34 @@ NEW_PLUGINS = ("kto", "orpo", "simpo")
 FAST = ["data.sources.0.max_examples=120", "data.sources.0.eval_size=40", "data.max_length=64",
         "data.max_prompt_length=32", "trainer.batch_size=8", "trainer.lr=3e-3", "trainer.lr_scheduler=constant",
         "trainer.max_steps=12"]
+
+
+GOOD = ["Sure, I am glad to help you with that.", "Of course! Here is a careful and kind answer.",
+        "Happy to help: let us work through it together.", "Thanks for asking, here is what I suggest."]
+BAD = ["No. Figure it out yourself.", "That is a stupid question, go away.",
+       "I will not help you with that, idiot.", "Whatever. I do not care about you."]
+WORDS = "apple river stone cloud music paper garden window yellow simple quiet market little".split()
+
+
+def write_pairs(path, n=160, seed=0):
+    """Synthetic preference pairs with a learnable preference: a kind answer (chosen) vs a rude one
+    (rejected), each from 4 templates plus random filler words, so a random model's scores do not
+    order every pair the same way. The preference in a few dozen pairs of the HH slice is too
+    subtle for a randomly initialised 1M-parameter model: after a dozen steps held-out accuracy
+    there moves by chance, up or down, with the data split (checked on several seeds and splits)."""
+    import random
+
+    rng = random.Random(seed)
+
+    def filler(k):
+        return " ".join(rng.choice(WORDS) for _ in range(k))
+
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"prompt": f"Question {i}: what about the {filler(3)}?",
+                                "chosen": f"{rng.choice(GOOD)} {filler(5)}.",
+                                "rejected": f"{rng.choice(BAD)} {filler(5)}."}) + "\n")
+    return path
 
 
 @pytest.fixture
@@ -74,12 +103,16 @@ def test_simpo_config_ranges(registry, override, key):
     assert registry.algorithm("simpo").algorithm_class.needs_reference is False
 
 
-def test_simpo_short_run_raises_preference_accuracy(registry, quick_overrides):
+def test_simpo_short_run_raises_preference_accuracy(registry, quick_overrides, tmp_path):
     from alignkit.config.compose import compose_config
     from alignkit.trainer import train
 
-    result = train(compose_config(["algo=simpo", *FAST, *quick_overrides], registry), registry=registry)
+    data = [f"data.sources.0.path={write_pairs(tmp_path / 'pairs.jsonl')}", "data.sources.0.format=preference",
+            "data.sources.0.max_examples=null"]
+    result = train(compose_config(["algo=simpo", *FAST, *data, "trainer.max_steps=8", *quick_overrides], registry),
+                   registry=registry)
     acc = result.history["eval/preference_accuracy"]
-    assert [s for s, _ in acc] == [0, 12]
+    assert [s for s, _ in acc] == [0, 8]
     assert acc[-1][1] > acc[0][1], acc
-    assert "eval/loss" in result.metrics
+    loss = result.history["eval/loss"]
+    assert loss[-1][1] < loss[0][1], loss
