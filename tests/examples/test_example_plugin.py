@@ -56,3 +56,17 @@ def test_disabled_by_its_entry_point_name():
     reg = build_registry(disabled=["example"])
     assert "dpop" not in reg.algorithms and "word_overlap" not in reg.reward_functions
     assert build_registry().algorithms["dpop"][1] == "example"
+
+
+def test_imports_only_the_public_api():
+    import ast
+
+    public = {"alignkit.api", "alignkit.losses", "alignkit.ops", "alignkit.testing"}
+    root = Path(__file__).resolve().parents[2] / "examples" / "alignkit-plugin-example"
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
+            for name in names:
+                if name == "alignkit" or name.startswith("alignkit."):
+                    assert name in public, f"{path.relative_to(root)} imports {name}"
