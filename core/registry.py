@@ -83,7 +83,10 @@ def build_plugin_manager(disabled: Iterable[str] = (), extra_modules: Iterable[s
         if pm.is_blocked(mod) or pm.has_plugin(mod):
             continue
         try:
-            pm.register(importlib.import_module(mod), name=mod)
+            module = importlib.import_module(mod)
+            if pm.is_registered(module):  # installed too: already loaded through its entry point
+                continue
+            pm.register(module, name=mod)
         except Exception as exc:  # noqa: BLE001
             fail(_named(PluginError(f"plugin module {mod!r} failed to import: {exc!r}",
                                     "fix it or remove it from ALIGNKIT_PLUGINS"), mod))
