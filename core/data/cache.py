@@ -21,7 +21,7 @@ from pathlib import Path
 
 from alignkit.data.tokenize import reset_stats, tokenize_example
 
-__all__ = ["features_cache_dir", "tokenize_cached", "CACHED_KINDS"]
+__all__ = ["features_cache_dir", "tokenize_cached", "CACHED_KINDS", "run_data_key", "load_run_data", "save_run_data"]
 
 CACHE_FORMAT = 1
 #: kinds whose features are cached (``prompt`` features keep the raw prompt object and stay in memory)
@@ -93,6 +93,13 @@ def tokenize_cached(examples: list[dict], kind: str, tokenizer, data_cfg, num_pr
         return [], Counter()
     root = features_cache_dir()
     path = root / cache_key(examples, kind, tokenizer, data_cfg)
+    return _build(path, examples, kind, tokenizer, data_cfg, num_proc)
+
+
+def _build(path: Path, examples, kind, tokenizer, data_cfg, num_proc):
+    import datasets
+
+    root = path.parent
     if not (path / "stats.json").is_file():
         empty = {"sft": {"input_ids": [], "labels": []},
                  "preference": {"chosen_input_ids": [], "chosen_labels": [], "rejected_input_ids": [],
@@ -119,3 +126,60 @@ def tokenize_cached(examples: list[dict], kind: str, tokenizer, data_cfg, num_pr
             shutil.rmtree(tmp, ignore_errors=True)
     stats = Counter(json.loads((path / "stats.json").read_text()))
     return datasets.load_from_disk(str(path)), stats
+
+
+# -- a whole run's data ---------------------------------------------------------------------------
+def run_data_key(data_cfg, kinds: dict, tokenizer, extra: dict) -> str | None:
+    """Key of a run's tokenised data (every split) from what determines it without reading the
+    records: the data config, each source file's content hash, the kinds, the tokenizer, the
+    formats and ``extra`` (e.g. ``max_eval_examples``). ``None`` when a source is not a local file
+    (hub data sets are read each run)."""
+    from omegaconf import OmegaConf
+
+    import alignkit
+    from alignkit.data.load import content_hash, resolve_path
+
+    files = []
+    for src in data_cfg.sources:
+        path = Path(resolve_path(src.path))
+        if not path.is_file():
+            return None
+        files.append(content_hash(path))
+    settings = {"format": CACHE_FORMAT, "version": alignkit.__version__, "files": files, "kinds": kinds,
+                "data": OmegaConf.to_container(data_cfg, resolve=True), "tokenizer": _tokenizer_fingerprint(tokenizer),
+                **extra}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def _run_file(key: str) -> Path:
+    return features_cache_dir() / "runs" / f"{key}.json"
+
+
+def load_run_data(key: str):
+    """``({split: dataset}, {split: stats})`` of a run's data cached under ``key``, or ``None``."""
+    import datasets
+
+    f = _run_file(key)
+    if not f.is_file():
+        return None
+    entry = json.loads(f.read_text())
+    parts = {}
+    for split, name in entry["splits"].items():
+        folder = features_cache_dir() / name
+        if name and not (folder / "stats.json").is_file():
+            return None  # a split's features were removed: rebuild
+        parts[split] = datasets.load_from_disk(str(folder)) if name else []
+    return parts, entry["stats"]
+
+
+def save_run_data(key: str, parts: dict, stats: dict) -> None:
+    """Record which cached feature tables make up a run's data (written by one process)."""
+    splits = {}
+    for split, ds in parts.items():
+        files = getattr(ds, "cache_files", None) or []
+        splits[split] = Path(files[0]["filename"]).parent.name if files else ""
+    f = _run_file(key)
+    f.parent.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps({"splits": splits, "stats": stats}))
+    tmp.rename(f)

@@ -291,17 +291,23 @@ class Trainer:
                 log.info("removing the unfinished %s", p)
                 shutil.rmtree(p, ignore_errors=True)
 
+    def _standard_tokenisation(self, kind: str) -> bool:
+        """Whether ``kind`` features come from the standard tokenisation (cacheable on disk)."""
+        from alignkit.algorithm import Algorithm
+        from alignkit.data.cache import CACHED_KINDS
+
+        algo_type = type(self.algorithm)
+        return (kind in CACHED_KINDS and algo_type.prepare_examples is Algorithm.prepare_examples
+                and (kind != algo_type.data_kind or algo_type.tokenize is Algorithm.tokenize))
+
     def _tokenize_all(self, examples: list[dict], split: str, kind: str):
         """Tokenised features of one split: a cached ``datasets`` table for algorithms that use the
         standard tokenisation (:mod:`alignkit.data.cache`), else a list built in memory."""
-        from alignkit.algorithm import Algorithm
-        from alignkit.data.cache import CACHED_KINDS, tokenize_cached
+        from alignkit.data.cache import tokenize_cached
         from alignkit.data.tokenize import reset_stats, tokenize_example
 
         algo_type = type(self.algorithm)
-        standard = (algo_type.prepare_examples is Algorithm.prepare_examples
-                    and (kind != algo_type.data_kind or algo_type.tokenize is Algorithm.tokenize))
-        if standard and kind in CACHED_KINDS:
+        if self._standard_tokenisation(kind):
             with self.accelerator.main_process_first():  # process 0 fills the cache, the others read it
                 feats, stats = tokenize_cached(examples, kind, self.run.tokenizer, self.cfg.data,
                                                num_proc=max(1, min(8, (os.cpu_count() or 1))))
@@ -322,7 +328,11 @@ class Trainer:
         self.data_stats[split] = {k: int(v) for k, v in stats.items()} | {"examples": len(feats)}
         return feats
 
-    def _load_data(self) -> tuple[list[dict], list[dict]]:
+    def _load_data(self):
+        """Train and held-out features. When both come from the standard tokenisation and the
+        sources are local files, a run with the same data config, file contents and tokenizer reads
+        them straight from the disk cache without reading or converting any record."""
+        from alignkit.data.cache import load_run_data, run_data_key, save_run_data
         from alignkit.data.load import load_data
 
         formats = {name: spec for name, (spec, _) in self.registry.data_formats.items()}
@@ -330,12 +340,25 @@ class Trainer:
         eval_kind = algo_cls.eval_data_kind or algo_cls.data_kind
         self.data_stats: dict = {}
         self.eval_kind = eval_kind
+        key = None
+        if self._standard_tokenisation(algo_cls.data_kind) and self._standard_tokenisation(eval_kind):
+            key = run_data_key(self.cfg.data, {"train": algo_cls.data_kind, "eval": eval_kind}, self.run.tokenizer,
+                               {"max_eval_examples": self.cfg.trainer.max_eval_examples,
+                                "formats": sorted((n, p) for n, (_, p) in self.registry.data_formats.items())})
+            cached = load_run_data(key) if key else None
+            if cached is not None:
+                parts, self.data_stats = cached
+                log.info("data: %d train / %d held-out examples from the feature cache", len(parts["train"]),
+                         len(parts["eval"]))
+                return parts["train"], parts["eval"]
         data = load_data(self.cfg.data, formats, algo_cls.data_kind)
         eval_examples = data.eval if eval_kind == algo_cls.data_kind else load_data(self.cfg.data, formats, eval_kind).eval
         if self.cfg.trainer.max_eval_examples is not None:
             eval_examples = eval_examples[: self.cfg.trainer.max_eval_examples]
         train = self._tokenize_all(data.train, "train", algo_cls.data_kind)
         evals = self._tokenize_all(eval_examples, "eval", eval_kind)
+        if key and self.is_main:
+            save_run_data(key, {"train": train, "eval": evals}, self.data_stats)
         return train, evals
 
     # -- mechanics algorithms call through RunContext ---------------------------
