@@ -11,6 +11,8 @@ commands:
   train [overrides ...]   run a training job composed by Hydra from conf/ (the default: DPO with a tiny model
                           on the bundled HH-RLHF sample, a few minutes on a laptop CPU)
   list                    algorithms (and the plugin providing each), model presets, data presets
+  data <step> [overrides] make and curate data with local models: self-instruct, score, select, pairs, dedup,
+                          mix (`alignkit data` lists the steps)
   bench [op ...]          time alignkit's ops against eager PyTorch (and TRL / Liger when installed)
   profile [overrides ...] a few training steps under torch.profiler: Chrome trace + top ops
 
@@ -30,9 +32,9 @@ model). Docs: README.md.
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alignkit", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                usage="alignkit {train,list,bench,profile} [args ...]")
+                                usage="alignkit {train,list,data,bench,profile} [args ...]")
     p.add_argument("--version", action="store_true", help="print the version and exit")
-    p.add_argument("command", nargs="?", choices=["train", "list", "bench", "profile"], help=argparse.SUPPRESS)
+    p.add_argument("command", nargs="?", choices=["train", "list", "data", "bench", "profile"], help=argparse.SUPPRESS)
     p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return p
 
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"alignkit {__version__}")
         return 0
-    if not argv or argv[0] not in ("train", "list", "bench", "profile"):
+    if not argv or argv[0] not in ("train", "list", "data", "bench", "profile"):
         _parser().print_help()
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     cmd, rest = argv[0], argv[1:]
@@ -137,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_train(rest)
     if cmd == "list":
         return cmd_list(rest)
+    if cmd == "data":
+        from alignkit.datagen.cli import main as data_main
+
+        return data_main(rest)
     if cmd == "bench":
         from alignkit.bench import main as bench_main
 
