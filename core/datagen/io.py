@@ -107,7 +107,7 @@ def write_rows(path: str | Path, rows: Sequence[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        ds = datasets.Dataset.from_list([_plain(r) for r in rows])
+        ds = datasets.Dataset.from_dict(_table(rows))
     except (TypeError, ValueError) as exc:  # pyarrow's ArrowInvalid / ArrowTypeError derive from these
         raise UserError(f"{path.name}: the rows cannot form one table ({' '.join(str(exc).split())[:200]})",
                         "give every row the same fields with the same types (e.g. mix with kind=...)") from exc
@@ -119,9 +119,11 @@ def write_rows(path: str | Path, rows: Sequence[dict]) -> Path:
     return path
 
 
-def _plain(row: dict) -> dict:
-    """A row without private keys (``_...``, used by steps for bookkeeping)."""
-    return {k: v for k, v in row.items() if not k.startswith("_")}
+def _table(rows: Sequence[dict]) -> dict[str, list]:
+    """Columns of ``rows``: every key any row has (in order of first appearance; None where a row
+    lacks it), private keys (``_...``, a step's bookkeeping) left out."""
+    keys = list(dict.fromkeys(k for r in rows for k in r if not k.startswith("_")))
+    return {k: [r.get(k) for r in rows] for k in keys}
 
 
 def file_fingerprint(path: str | Path) -> str:

@@ -8,7 +8,7 @@ are parsed into an instruction and an optional input and filtered:
 * ``empty``: nothing parsed; ``too_short`` / ``too_long``: fewer than ``min_words`` or
   more than ``max_words`` words;
 * ``keyword``: names something a text model cannot do (``blocklist``: image, draw, ...);
-* ``format``: starts with punctuation or a non-ASCII character;
+* ``format``: starts with punctuation, a non-ASCII character or an ``Input:`` / ``Output:`` label;
 * ``similar``: ROUGE-L F1 with any pool instruction (seeds and accepted ones, this
   round's included) is ``>= rouge_threshold`` (kept only when below it, as in the paper).
 
@@ -96,7 +96,7 @@ def reject_reason(instruction: str, cfg: Any) -> str | None:
     if any(f" {w.lower()} " in low for w in cfg.blocklist):
         return "keyword"
     first = instruction[0]
-    if not first.isascii() or not first.isalnum():
+    if not first.isascii() or not first.isalnum() or re.match(r"(?:input|output|response)\s*:", instruction, re.I):
         return "format"
     return None
 

@@ -7,7 +7,7 @@ import pytest
 from alignkit.datagen.self_instruct import BLOCKLIST, parse_task, reject_reason
 from alignkit.datagen.similarity import RougePool
 
-from conftest import SEEDS, Interrupt, read_jsonl
+from datagen_helpers import SEEDS, Interrupt, read_jsonl
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -34,6 +34,7 @@ CFG = SimpleNamespace(min_words=3, max_words=8, blocklist=BLOCKLIST)
     ("Explain the mapping function", None),  # 'map' only as a whole word
     ("- List three colors", "format"),
     ("Écrivez trois couleurs ici", "format"),
+    ("Input: Bees visit flowers to collect nectar.", "format"),  # an input, not a task
     ("List three colors please", None),
 ])
 def test_reject_reasons(instruction, reason):
