@@ -131,9 +131,7 @@ def run_pairs(cfg: Any, step: Any) -> None:
             ranked += [listed] if listed else []
         step.counts["pairs"] += len(pairs)
         step.counts["ranked_lists"] += len(ranked)
-        step.work.append("rows", pairs)
-        step.work.append("ranked", ranked)
-        step.checkpoint(start + len(lists))
+        step.commit_batch(start + len(lists), {"rows": pairs, "ranked": ranked})
         bar.update(len(lists))
     bar.close()
     step.counts["prompts"] = len(prompts)

@@ -1,8 +1,8 @@
 """Running one data step: :class:`StepRun` (what a step function is handed) and :func:`execute`.
 
 A step function ``run(cfg, step)`` reads its inputs with :meth:`StepRun.read`,
-starts (or resumes) with :meth:`StepRun.start`, appends rows batch by batch to
-``step.work`` and commits with :meth:`StepRun.checkpoint`, then writes its output with
+starts (or resumes) with :meth:`StepRun.start`, commits rows batch by batch with
+:meth:`StepRun.commit_batch`, then writes its output with
 :meth:`StepRun.write`. :func:`execute` does the rest: refuses to overwrite an output
 unless ``overwrite=true``, writes the provenance record next to the output (command,
 config, models, input fingerprints, output fingerprints, counts, time) and removes the
@@ -87,6 +87,12 @@ class StepRun:
     def checkpoint(self, done: int, **extra: Any) -> None:
         """Commit a finished batch: ``done`` items processed, the counts so far and ``extra`` state."""
         self.work.commit({"done": int(done), "counts": dict(self.counts), **extra})
+
+    def commit_batch(self, done: int, streams: dict[str, Sequence[dict]], **extra: Any) -> None:
+        """Append a finished batch's rows to their streams (``{"rows": [...], ...}``), then :meth:`checkpoint`."""
+        for name, rows in streams.items():
+            self.work.append(name, rows)
+        self.checkpoint(done, **extra)
 
     def seed(self, index: int) -> int:
         """A seed for batch ``index`` that depends on ``cfg.seed`` only, so a resumed run samples

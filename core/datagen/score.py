@@ -108,9 +108,7 @@ def run_score(cfg: Any, step: Any) -> None:
             else:
                 scored.append({**row, cfg.score_field: s})
         step.counts["scored"] += len(scored)
-        step.work.append("rows", scored)
-        step.work.append("skipped", skipped)
-        step.checkpoint(start + len(batch))
+        step.commit_batch(start + len(batch), {"rows": scored, "skipped": skipped})
         bar.update(len(batch))
     bar.close()
     out, skipped = step.work.rows("rows"), step.work.rows("skipped")

@@ -75,12 +75,14 @@ class SelfInstructConfig(ModelStepConfig):
 
 def parse_task(text: str) -> tuple[str, str]:
     """``(instruction, input)`` from a proposal: a leading ``Task N:`` / ``Instruction:`` label dropped,
-    cut where the model goes on to the next ``Task N:``, split at a line starting with ``Input:``."""
+    cut where the model goes on to the next ``Task N:`` or to an ``Output:``, split at a line starting
+    with ``Input:``; the instruction is its first paragraph (a task is one instruction)."""
     body = re.sub(r"^(?:Task\s+\d+\s*:|Instruction\s*:)\s*", "", text.strip(), flags=re.I)
-    body = re.split(r"\n\s*Task\s+\d+\s*:", body, maxsplit=1)[0]
+    body = re.split(r"\n\s*(?:Task\s+\d+|Output)\s*:", body, maxsplit=1, flags=re.I)[0]
     parts = re.split(r"\n\s*Input\s*:", body, maxsplit=1, flags=re.I)
+    instruction = re.split(r"\n\s*\n", parts[0].strip(), maxsplit=1)[0].strip()
     given = parts[1].strip() if len(parts) > 1 else ""
-    return parts[0].strip(), "" if given.lower() in _NO_INPUT else given
+    return instruction, "" if given.lower() in _NO_INPUT else given
 
 
 def reject_reason(instruction: str, cfg: Any) -> str | None:
@@ -205,11 +207,10 @@ def run_self_instruct(cfg: Any, step: Any) -> None:
                 task["output"] = answer.strip()
             step.counts["rejected_empty_output"] += sum(not t["output"] for t in accepted)
             accepted = [t for t in accepted if t["output"]]
-        step.work.append("rows", accepted)
         generated += accepted
         step.counts["accepted"] = len(generated)
         round_ += 1
-        step.checkpoint(len(generated), round=round_)
+        step.commit_batch(len(generated), {"rows": accepted}, round=round_)
         bar.update(len(accepted))
     bar.close()
     step.counts["rounds"] = round_

@@ -57,13 +57,27 @@ def test_config_errors_and_a_run_through_the_cli(tmp_path, capsys, monkeypatch):
     assert prov["command"] == "alignkit data select input=s.jsonl output=k.jsonl threshold=4"
 
 
-def test_a_plugin_registers_a_data_step(tmp_path):
+def _documented_plugin(monkeypatch):
+    """The plugin example of ``alignkit.datagen``'s docstring, as an importable module."""
+    import textwrap
+    import types
+
+    import alignkit.datagen
+
+    code = textwrap.dedent(alignkit.datagen.__doc__.split("::\n", 1)[1].split("\nShared machinery", 1)[0])
+    module = types.ModuleType("documented_data_step")
+    exec(compile(code, "alignkit.datagen docstring", "exec"), module.__dict__)
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    return module.__name__
+
+
+def test_the_documented_plugin_registers_a_data_step(tmp_path, monkeypatch):
     from alignkit.datagen.compose import compose_step, data_step, data_steps
     from alignkit.datagen.run import execute
     from alignkit.registry import build_registry
 
-    reg = build_registry(extra_modules=["datagen_step_plugin"])
-    assert data_steps(reg)["upper"][1] == "datagen_step_plugin"
+    reg = build_registry(extra_modules=[_documented_plugin(monkeypatch)])
+    assert data_steps(reg)["upper"][1] == "documented_data_step"
     src = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "hi"}, {"prompt": "yo"}])
     spec = data_step(reg, "upper")
     step = execute(spec, compose_step(spec, [f"input={src}", f"output={tmp_path / 'u.jsonl'}"]), reg)

@@ -15,6 +15,9 @@ from datagen_helpers import SEEDS, Interrupt, read_jsonl
     ("Task 9: Sort the numbers.\nInput: 3, 1, 2\n\nTask 10: Name a color.", ("Sort the numbers.", "3, 1, 2")),
     ("Instruction: Name three fruits.\nInput: <noinput>", ("Name three fruits.", "")),
     ("Summarize the text.\ninput: The cat sat.", ("Summarize the text.", "The cat sat.")),
+    ("Name a zebra fact.\n\nOutput: Zebras have stripes.", ("Name a zebra fact.", "")),
+    ("Name a fact.\nOutput: Stripes.\nInput: ignored", ("Name a fact.", "")),
+    ("Write a haiku.\n\nSure, here is one more line.", ("Write a haiku.", "")),
     ("", ("", "")),
 ])
 def test_parse_task(text, expected):
