@@ -115,6 +115,11 @@ def cmd_list(argv: list[str]) -> int:
     print("\nreward functions (online methods):")
     for name in sorted(reg.reward_functions):
         print(f"  {name}  (plugin: {reg.reward_functions[name][1]})")
+    from alignkit.datagen.compose import data_steps
+
+    print("\ndata steps (alignkit data <step>):")
+    for name, (spec, plugin) in sorted(data_steps(reg).items()):
+        print(f"  {name:<14} {spec.description}  (plugin: {plugin})")
     print("\ndata formats (data.sources[].format):")
     for name in sorted(reg.data_formats):
         spec, plugin = reg.data_formats[name]

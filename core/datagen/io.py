@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from alignkit.data.formats import present_fields
 from alignkit.data.load import DataError, _convert, _pick_format, _read_records, _where, content_hash, resolve_path
 from alignkit.errors import UserError
 
@@ -77,8 +78,7 @@ def require_fields(rows: Rows, i: int, fields: Sequence[str]) -> None:
     """Raise naming the file, line and field when row ``i`` lacks one of ``fields`` (None counts as absent)."""
     for name in fields:
         if rows.rows[i].get(name) is None:
-            present = sorted(k for k, v in rows.rows[i].items() if v is not None)
-            raise UserError(f"{rows.where(i)}: missing field {name!r} (the record has {present})",
+            raise UserError(f"{rows.where(i)}: missing field {name!r} (the record has {present_fields(rows.rows[i])})",
                             f"fix that record or give {rows.key} a file whose records have {name!r}")
 
 
@@ -86,7 +86,8 @@ def output_suffix(path: str, key: str = "output") -> str:
     """``.jsonl`` or ``.parquet``; a :class:`UserError` for anything else."""
     suffix = Path(path).suffix.lower()
     if suffix not in OUTPUT_SUFFIXES:
-        raise UserError(f"{key}={path}: outputs are .jsonl or .parquet files", f"give {key} a name ending in .jsonl or .parquet")
+        raise UserError(f"{key}={path}: outputs are .jsonl or .parquet files",
+                        f"give {key} a name ending in .jsonl or .parquet")
     return suffix
 
 
@@ -135,5 +136,6 @@ def as_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, list):
-        return "\n".join(f"{m.get('role', '')}: {m.get('content', '')}" if isinstance(m, dict) else str(m) for m in value)
+        return "\n".join(f"{m.get('role', '')}: {m.get('content', '')}" if isinstance(m, dict) else str(m)
+                         for m in value)
     return "" if value is None else str(value)

@@ -11,7 +11,7 @@ Formats (for ``data.sources[].format`` and the data steps' ``format=``):
 from __future__ import annotations
 
 from alignkit import hookimpl
-from alignkit.data.formats import DataFormatSpec, FormatError
+from alignkit.data.formats import DataFormatSpec, FormatError, present_fields
 from alignkit.datagen.dedup import DedupConfig, run_dedup
 from alignkit.datagen.mix import MixConfig, run_mix
 from alignkit.datagen.pairs import PairsConfig, run_pairs
@@ -25,7 +25,7 @@ def _text(record: dict, fields: dict, name: str, required: bool = True) -> str:
     value = record.get(col)
     if value is None:
         if required:
-            raise FormatError(f"missing field {col!r}, the record has {sorted(k for k, v in record.items() if v is not None)}")
+            raise FormatError(f"missing field {col!r}, the record has {present_fields(record)}")
         return ""
     if not isinstance(value, str):
         raise FormatError(f"field {col!r} must be a string, got {type(value).__name__}")

@@ -189,7 +189,8 @@ def execute(spec: Any, cfg: DictConfig, registry: Any = None, command: str = "")
     step = StepRun(spec.name, cfg, registry, command)
     output_suffix(str(cfg.output))
     if step.output.exists() and not cfg.overwrite:
-        raise UserError(f"output {cfg.output} already exists", "pass overwrite=true to replace it, or choose another output=")
+        raise UserError(f"output {cfg.output} already exists",
+                        "pass overwrite=true to replace it, or choose another output=")
     start = time.perf_counter()
     spec.run(cfg, step)
     if "output" not in step.files:

@@ -145,7 +145,7 @@ def _scores(rows: Any, name: str) -> list[float]:
         v = r.get(name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
             raise UserError(f"{rows.where(i)}: field {name!r} is {v!r}, not a score",
-                            f"select reads the output of `alignkit data score`, or set score_field=<column>")
+                            "select reads the output of `alignkit data score`, or set score_field=<column>")
         out.append(float(v))
     return out
 

@@ -26,6 +26,12 @@ def test_data_lists_the_steps(capsys):
         assert f"  {step} " in shown
     assert main([]) == 2  # no step: the same list, as an error
     assert "data <step>" in HELP
+    from alignkit.cli import cmd_list
+
+    assert cmd_list([]) == 0
+    listed = capsys.readouterr().out
+    assert "data steps (alignkit data <step>):" in listed and "  self-instruct  new instructions" in listed
+    assert "  alpaca      sft        instruction [+ input] + output" in listed
 
 
 def test_bad_input_is_one_line_exit_2_and_no_output(tmp_path):

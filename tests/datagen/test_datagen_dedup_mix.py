@@ -26,7 +26,8 @@ def test_shingles_and_jaccard_by_hand():
     b = shingles("Write a short poem about the sea and the waves at dawn.", 3)
     # 12 words -> 10 trigrams each; they share the first 9
     assert len(a) == len(b) == 10 and jaccard(a, b) == pytest.approx(9 / 11)
-    c, d = shingles("Explain how rainbows form after a storm.", 3), shingles("Explain how rainbows form after the storm.", 3)
+    c = shingles("Explain how rainbows form after a storm.", 3)
+    d = shingles("Explain how rainbows form after the storm.", 3)
     assert jaccard(c, d) == pytest.approx(3 / 7)  # 5 trigrams each, 3 shared: 3 / (5 + 5 - 3)
     assert shingles("two words", 3) == {("two", "words")} and shingles("...", 3) == set()
 

@@ -49,7 +49,8 @@ def test_pairs_with_a_reward_function(run_step, registry, tmp_path):
     pairs, ranked = read_jsonl(out), read_jsonl(ranked_out)
     fn = registry.reward_function("char_frequency")
     for p in pairs:  # the written scores are the reward function's, and the chosen one wins
-        assert [p["chosen_score"], p["rejected_score"]] == pytest.approx(fn([p["prompt"]] * 2, [p["chosen"], p["rejected"]]))
+        expected = fn([p["prompt"]] * 2, [p["chosen"], p["rejected"]])
+        assert [p["chosen_score"], p["rejected_score"]] == pytest.approx(expected)
         assert p["chosen_score"] > p["rejected_score"]
     by_prompt = {r["prompt"]: r for r in ranked}
     for p in pairs:  # best vs worst of that prompt's list
