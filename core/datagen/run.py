@@ -59,6 +59,7 @@ class StepRun:
         self.models: dict[str, dict] = {}  #: provenance of each model loaded
         self.work: WorkDir | None = None
         self.resumed_from: int | None = None  #: ``done`` of the interrupted run this one continued
+        self.seconds = 0.0  #: how long the step ran (this run only, when it resumed another)
 
     # -- inputs ------------------------------------------------------------------
     def read(self, path: str, key: str = "input") -> Rows:
