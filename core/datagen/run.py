@@ -120,7 +120,6 @@ class StepRun:
         device; random-init presets are seeded with ``cfg.seed`` so every run gets the same model."""
         import torch
 
-        from alignkit.data.ranked import model_fingerprint
         from alignkit.models.build import build_model, build_tokenizer, resolve_model_path
 
         model_cfg = model_cfg if model_cfg is not None else self.cfg.model
@@ -130,9 +129,16 @@ class StepRun:
         tokenizer = build_tokenizer(model_cfg)
         model = build_model(model_cfg, tokenizer=tokenizer).to(self.device()).eval().requires_grad_(False)
         self.models[role] = {"name": str(model_cfg.name), "source": str(model_cfg.source),
-                             "path": resolve_model_path(model_cfg), "fingerprint": model_fingerprint(model),
+                             "path": resolve_model_path(model_cfg), "fingerprint": self.fingerprint(model),
                              "chat_template": bool(getattr(tokenizer, "chat_template", None))}
         return model, tokenizer
+
+    @staticmethod
+    def fingerprint(model: Any) -> str:
+        """A short hash of a model's class, config and weights (the ranked-list cache's fingerprint)."""
+        from alignkit.data.ranked import model_fingerprint
+
+        return model_fingerprint(model)
 
     def tokenization(self) -> Any:
         """The data config prompts are tokenised with (``max_prompt_length``, ``max_length``)."""

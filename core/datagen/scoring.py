@@ -85,12 +85,11 @@ def _reward(cfg: Any, step: Any, policy_tokenizer: Any) -> SafeScorer:
         return SafeScorer(RewardScorer(function=step.registry.reward_function(r.function), kwargs=kwargs,
                                        name=str(r.function)), str(r.function))
     if r.model_path:
-        from alignkit.data.ranked import model_fingerprint
         from alignkit.models.build import check_model_path
 
         path = check_model_path(str(r.model_path), "reward.model_path")
         model, tok = load_reward_model(path, step.device())
-        step.models["reward"] = {"path": path, "fingerprint": model_fingerprint(model)}
+        step.models["reward"] = {"path": path, "fingerprint": step.fingerprint(model)}
         return SafeScorer(RewardScorer(model=model, tokenizer=tok, data_cfg=step.tokenization(),
                                        batch_size=int(r.batch_size), name=path, policy_tokenizer=policy_tokenizer),
                           path)
