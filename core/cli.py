@@ -13,6 +13,8 @@ commands:
                           on the bundled HH-RLHF sample, a few minutes on a laptop CPU)
   list [-v]               algorithms (and the plugin providing each; -v: every config key with its comment),
                           model presets, data presets, reward functions, broken plugins
+  data <step> [overrides] make and curate data with local models: self-instruct, score, select, pairs, dedup,
+                          mix (`alignkit data` lists the steps)
   bench [op ...]          time alignkit's ops against eager PyTorch (and TRL / Liger when installed)
   profile [overrides ...] a few training steps under torch.profiler: Chrome trace + top ops
 
@@ -38,9 +40,9 @@ model). Docs: README.md.
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alignkit", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                usage="alignkit {train,list,bench,profile} [args ...]")
+                                usage="alignkit {train,list,data,bench,profile} [args ...]")
     p.add_argument("--version", action="store_true", help="print the version and exit")
-    p.add_argument("command", nargs="?", choices=["train", "list", "bench", "profile"], help=argparse.SUPPRESS)
+    p.add_argument("command", nargs="?", choices=["train", "list", "data", "bench", "profile"], help=argparse.SUPPRESS)
     p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return p
 
@@ -145,6 +147,11 @@ def cmd_list(argv: list[str]) -> int:
     print("\nreward functions (online methods):")
     for name in sorted(reg.reward_functions):
         print(f"  {name}  (plugin: {reg.reward_functions[name][1]})")
+    from alignkit.datagen.compose import data_steps
+
+    print("\ndata steps (alignkit data <step>):")
+    for name, (spec, plugin) in sorted(data_steps(reg).items()):
+        print(f"  {name:<14} {spec.description}  (plugin: {plugin})")
     print("\ndata formats (data.sources[].format):")
     for name in sorted(reg.data_formats):
         spec, plugin = reg.data_formats[name]
@@ -189,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"alignkit {__version__}")
         return 0
-    if not argv or argv[0] not in ("train", "list", "bench", "profile"):
+    if not argv or argv[0] not in ("train", "list", "data", "bench", "profile"):
         _parser().print_help()
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     cmd, rest = argv[0], argv[1:]
@@ -208,6 +215,10 @@ def _run_command(cmd: str, rest: list[str]) -> int:
         return cmd_train(rest)
     if cmd == "list":
         return cmd_list(rest)
+    if cmd == "data":
+        from alignkit.datagen.cli import main as data_main
+
+        return data_main(rest)
     if cmd == "bench":
         from alignkit.bench import main as bench_main
 

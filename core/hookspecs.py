@@ -20,6 +20,7 @@ import pluggy
 if TYPE_CHECKING:
     from alignkit.algorithm import AlgorithmSpec, RunContext
     from alignkit.data.formats import DataFormatSpec, DatasetPreset
+    from alignkit.datagen.spec import DataStepSpec
 
 hookspec = pluggy.HookspecMarker("alignkit")
 
@@ -70,6 +71,20 @@ def alignkit_register_reward_functions() -> dict[str, Callable[..., list[float]]
     a string, or a list of chat messages ``{"role", "content"}`` (never the
     chat-template rendering); each completion is the decoded response without
     its stop token.
+    """
+
+
+@hookspec
+def alignkit_register_data_steps() -> list[DataStepSpec]:
+    """Return data steps this plugin provides (``alignkit data <name>``).
+
+    A :class:`alignkit.datagen.DataStepSpec` names the step, its config dataclass
+    (derive it from :class:`alignkit.datagen.StepConfig`, or ``ModelStepConfig`` for
+    steps that load ``model=``; overrides are type-checked), a
+    ``run(cfg, step: StepRun)`` function (it reads, counts and writes through ``step``), and a
+    one-line description shown by ``alignkit data``. The built-in steps
+    (``self-instruct``, ``score``, ``select``, ``pairs``, ``dedup``, ``mix``) register
+    through this hook too.
     """
 
 

@@ -1,0 +1,74 @@
+"""The built-in data steps and the instruction data formats, registered through the
+``alignkit.plugins`` entry-point group like any plugin.
+
+Formats (for ``data.sources[].format`` and the data steps' ``format=``):
+
+* ``alpaca``: ``instruction``, optional ``input``, ``output`` -> ``sft`` (prompt: the
+  instruction, then a blank line and the input when there is one), the rows
+  ``alignkit data self-instruct`` writes;
+* ``instruction``: ``instruction`` and optional ``input`` without an output -> ``prompt``.
+"""
+from __future__ import annotations
+
+from alignkit import hookimpl
+from alignkit.data.formats import DataFormatSpec, FormatError, present_fields
+from alignkit.datagen.dedup import DedupConfig, run_dedup
+from alignkit.datagen.mix import MixConfig, run_mix
+from alignkit.datagen.pairs import PairsConfig, run_pairs
+from alignkit.datagen.score import ScoreConfig, SelectConfig, run_score, run_select
+from alignkit.datagen.self_instruct import SelfInstructConfig, run_self_instruct
+from alignkit.datagen.spec import DataStepSpec
+
+
+def _text(record: dict, fields: dict, name: str, required: bool = True) -> str:
+    col = fields.get(name, name)
+    value = record.get(col)
+    if value is None:
+        if required:
+            raise FormatError(f"missing field {col!r}, the record has {present_fields(record)}")
+        return ""
+    if not isinstance(value, str):
+        raise FormatError(f"field {col!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def instruction_prompt(record: dict, fields: dict) -> str:
+    """The instruction, then a blank line and the input when the record has one."""
+    instruction, given = _text(record, fields, "instruction"), _text(record, fields, "input", required=False)
+    return f"{instruction}\n\n{given}" if given.strip() else instruction
+
+
+def _alpaca(record: dict, fields: dict) -> dict:
+    return {"prompt": instruction_prompt(record, fields), "completion": _text(record, fields, "output")}
+
+
+def _instruction(record: dict, fields: dict) -> dict:
+    return {"prompt": instruction_prompt(record, fields), "reference": None}
+
+
+INSTRUCTION_FORMATS = [
+    DataFormatSpec("alpaca", "sft", _alpaca, ("instruction", "output"), "instruction [+ input] + output"),
+    DataFormatSpec("instruction", "prompt", _instruction, ("instruction",), "instruction [+ input], no output"),
+]
+
+BUILTIN_STEPS = [
+    DataStepSpec("self-instruct", SelfInstructConfig, run_self_instruct,
+                 "new instructions (and answers) from seed tasks, ROUGE-L/length/keyword filtered (Wang et al. 2023)"),
+    DataStepSpec("score", ScoreConfig, run_score,
+                 "score examples with a judge model on a 1-5 rubric or a reward model/function (Alpagasus)"),
+    DataStepSpec("select", SelectConfig, run_select, "keep scored examples by threshold, top-k or top fraction"),
+    DataStepSpec("pairs", PairsConfig, run_pairs,
+                 "best-of-n samples scored into prompt/chosen/rejected pairs (DPO) and ranked lists (PRO, RRHF)"),
+    DataStepSpec("dedup", DedupConfig, run_dedup, "remove exact and near duplicates (MinHash LSH) across files"),
+    DataStepSpec("mix", MixConfig, run_mix, "weighted mixture of sources in one file, with per-source counts"),
+]
+
+
+@hookimpl
+def alignkit_register_data_steps():
+    return list(BUILTIN_STEPS)
+
+
+@hookimpl
+def alignkit_register_data_formats():
+    return list(INSTRUCTION_FORMATS)
