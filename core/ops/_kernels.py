@@ -159,9 +159,10 @@ def logprobs(logits, labels, *, ignore_index=-100, temperature=1.0, return_entro
 
 #: Bytes of logits the fused op may keep from forward for backward on CPU (each kept tile saves one of
 #: four GEMMs); 0 on CUDA, where GEMMs are cheap and memory is not. ALIGNKIT_FUSED_CACHE_BYTES overrides.
-#: Backward consumes the kept tiles first and releases them as it goes, so the op's peak stays about
-#: this budget plus grad_hidden and hidden's packed copy (N=4096, H=576, V=49152: 288 MB at 256 MB).
-FUSED_CACHE_BYTES_CPU = 256 << 20
+#: The kept logits live until backward is done, beside the tile buffer (32 MB) and the gradients, so
+#: the op's peak is about this budget plus those (N=4096, H=576, V=49152, fp32: 287 MB at 128 MB,
+#: 12% of eager's; at 256 MB it would be 415 MB, over the 15% target).
+FUSED_CACHE_BYTES_CPU = 128 << 20
 
 
 def fused_cache_cols(hidden, weight, bias=None) -> int:
