@@ -38,18 +38,31 @@ def package_dirs():
 # The compiled ops, alignkit._C (csrc/): CPU kernels always, CUDA kernels when CUDA is available or
 # ALIGNKIT_CUDA=1. Build with `pip install --no-build-isolation -e .` so pip uses the installed torch.
 # ---------------------------------------------------------------------------------------------
-def _cpu_flags():
-    """Vectorisation flags for the CPU kernels: AVX2+FMA when the build machine has them.
+# Flags of each vector build of the CPU kernels (csrc/cpu/*.cpp), as ATen compiles its own: the
+# sources are compiled once more per build, into namespace alignkit::cpu::<name>, and alignkit._C
+# picks one at run time (csrc/ops/cpu_isa.cpp). The DEFAULT build has no vector flags at all.
+CPU_ISAS = {
+    "AVX2": ["-mavx2", "-mfma", "-mf16c"],
+    "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c"],
+}
 
-    ALIGNKIT_CPU_FLAGS overrides them (e.g. ALIGNKIT_CPU_FLAGS="" for a portable build).
+
+def _cpu_isas():
+    """The vector builds to compile besides DEFAULT: AVX2 and AVX512 on x86-64, none elsewhere.
+
+    ALIGNKIT_CPU_ISAS overrides them (space- or comma-separated; ALIGNKIT_CPU_ISAS="" builds DEFAULT
+    only: no vector flags anywhere).
     """
-    if "ALIGNKIT_CPU_FLAGS" in os.environ:
-        return os.environ["ALIGNKIT_CPU_FLAGS"].split()
     import platform
-    import torch
-    if platform.machine() in ("x86_64", "AMD64") and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
-        return ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2"]
-    return []
+    env = os.environ.get("ALIGNKIT_CPU_ISAS")
+    if env is None:
+        return list(CPU_ISAS) if platform.machine() in ("x86_64", "AMD64") else []
+    names = [n.upper() for n in env.replace(",", " ").split()]
+    unknown = [n for n in names if n not in CPU_ISAS]
+    if unknown:
+        raise SystemExit(f"alignkit: ALIGNKIT_CPU_ISAS has unknown build(s) {unknown}; choose from {list(CPU_ISAS)} "
+                         "or set it to an empty string")
+    return names
 
 
 def _openmp_flags():
@@ -71,7 +84,10 @@ def ext_modules():
     root = os.path.dirname(os.path.abspath(__file__))
     rel = lambda pattern: sorted(os.path.relpath(p, root) for p in glob.glob(os.path.join(root, pattern)))
     sources = ["csrc/bindings.cpp", "csrc/autograd.cpp"] + rel("csrc/ops/*.cpp") + rel("csrc/cpu/*.cpp")
-    cxx = ["-O3", "-fvisibility=hidden"] + _cpu_flags() + _openmp_flags()
+    isas = _cpu_isas()
+    # the sources above: the drivers, and the kernels' DEFAULT build
+    cxx = (["-O3", "-fvisibility=hidden", "-DCPU_CAPABILITY=DEFAULT", "-DCPU_CAPABILITY_DEFAULT"]
+           + [f"-DALIGNKIT_CPU_{isa}" for isa in isas] + _openmp_flags())
     include_dirs = [os.path.join(root, "csrc", "include")]
     # find libtorch/libc10 even when alignkit._C is imported before torch: next to an installed
     # torch, or where the build's torch lives (editable installs)
@@ -80,21 +96,49 @@ def ext_modules():
     with_cuda = os.environ.get("ALIGNKIT_CUDA", "") == "1" or (
         os.environ.get("ALIGNKIT_CUDA", "") != "0" and torch.cuda.is_available())
     if with_cuda:
-        return [CUDAExtension(
+        ext = CUDAExtension(
             "alignkit._C", sources + rel("csrc/cuda/*.cpp") + rel("csrc/cuda/*.cu"), include_dirs=include_dirs,
             define_macros=[("ALIGNKIT_WITH_CUDA", "1"), ("Py_LIMITED_API", "0x03090000")],
             extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--use_fast_math", "-lineinfo"]},
-            extra_link_args=link, py_limited_api=True)]
-    return [CppExtension(
-        "alignkit._C", sources, include_dirs=include_dirs,
-        define_macros=[("Py_LIMITED_API", "0x03090000")],
-        extra_compile_args={"cxx": cxx}, extra_link_args=link, py_limited_api=True)]
+            extra_link_args=link, py_limited_api=True)
+    else:
+        ext = CppExtension(
+            "alignkit._C", sources, include_dirs=include_dirs,
+            define_macros=[("Py_LIMITED_API", "0x03090000")],
+            extra_compile_args={"cxx": cxx}, extra_link_args=link, py_limited_api=True)
+    ext.cpu_isa_sources = rel("csrc/cpu/*.cpp")
+    ext.cpu_isas = isas
+    return [ext]
+
+
+def _build_ext_class():
+    """torch's BuildExtension, plus the vector builds of the CPU kernels: each compiled from the same
+    sources with its ISA's flags into its own folder, and linked after the extension's own objects
+    (so where a header's inline function was compiled in several builds, the linker keeps the DEFAULT
+    build's copy, which runs on every CPU)."""
+    from torch.utils.cpp_extension import BuildExtension
+
+    class BuildExt(BuildExtension.with_options(use_ninja=True)):
+        def build_extension(self, ext):
+            cxx = ext.extra_compile_args["cxx"] if isinstance(ext.extra_compile_args, dict) else ext.extra_compile_args
+            base = [f for f in cxx if not f.startswith("-DCPU_CAPABILITY")]
+            objects = []
+            for isa in getattr(ext, "cpu_isas", []):
+                flags = base + [f"-DCPU_CAPABILITY={isa}", f"-DCPU_CAPABILITY_{isa}"] + CPU_ISAS[isa]
+                objects += self.compiler.compile(
+                    ext.cpu_isa_sources, output_dir=os.path.join(self.build_temp, f"isa_{isa.lower()}"),
+                    macros=ext.define_macros, include_dirs=ext.include_dirs, debug=self.debug,
+                    extra_postargs={"cxx": flags} if isinstance(ext.extra_compile_args, dict) else flags,
+                    depends=ext.depends)
+            ext.extra_objects = list(ext.extra_objects or []) + objects
+            super().build_extension(ext)
+
+    return BuildExt
 
 
 def build_ext_kwargs():
-    from torch.utils.cpp_extension import BuildExtension
     return {"ext_modules": ext_modules(),
-            "cmdclass": {"build_ext": BuildExtension.with_options(use_ninja=True)},
+            "cmdclass": {"build_ext": _build_ext_class()},
             "options": {"bdist_wheel": {"py_limited_api": "cp39"}}}
 
 

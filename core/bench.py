@@ -434,6 +434,11 @@ def machine_info(device: str) -> dict:
         pass
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
+    try:  # the build of alignkit's CPU kernels this process runs (DEFAULT, AVX2 or AVX512)
+        from alignkit import _C
+        info["alignkit_cpu_isa"] = _C.cpu_isa()
+    except (ImportError, AttributeError):
+        pass
     try:
         import trl
         info["trl"] = trl.__version__
@@ -512,7 +517,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     info = machine_info(args.device)
-    print(f"# alignkit bench on {info.get('cpu', '?')} ({info['threads']} threads, {info['cpu_capability']}), "
+    print(f"# alignkit bench on {info.get('cpu', '?')} ({info['threads']} threads, {info['cpu_capability']}; "
+          f"alignkit CPU kernels: {info.get('alignkit_cpu_isa', '?')}), "
           f"torch {info['torch']}, device {args.device}, load {info['loadavg_start'][0]:.2f}")
     print(_HEADER)
     rows = run_benchmarks(list(args.ops) or list(OPS), args.device, args.quick, memory=not args.no_memory,

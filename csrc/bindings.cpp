@@ -5,6 +5,8 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include <string>
+
 #include "alignkit/ops.h"
 
 TORCH_LIBRARY(alignkit, m) {
@@ -21,15 +23,9 @@ TORCH_LIBRARY(alignkit, m) {
         "int ignore_index, float temperature, bool with_entropy, int cache_cols) "
         "-> (Tensor, Tensor, Tensor, Tensor)");
   // (grad_hidden, grad_weight, grad_bias); a grad not asked for is an empty [0] tensor. `cache` is
-  // the forward's, or [0, cache_cols] when an earlier backward consumed it (its tiles are recomputed).
+  // the forward's (read only).
   m.def("fused_linear_logprobs_bwd(Tensor grad_logp, Tensor? grad_entropy, Tensor hidden, "
         "Tensor weight, Tensor? bias, Tensor labels, Tensor lse, Tensor entropy, Tensor cache, "
-        "int ignore_index, float temperature, bool needs_hidden, bool needs_weight, bool needs_bias) "
-        "-> (Tensor, Tensor, Tensor)");
-  // The same, consuming `cache`: gradients are computed in place in it and its pages released (on
-  // CPU), so it holds garbage afterwards. What the autograd formula calls on real tensors.
-  m.def("fused_linear_logprobs_bwd_consume(Tensor grad_logp, Tensor? grad_entropy, Tensor hidden, "
-        "Tensor weight, Tensor? bias, Tensor labels, Tensor lse, Tensor entropy, Tensor(a!) cache, "
         "int ignore_index, float temperature, bool needs_hidden, bool needs_weight, bool needs_bias) "
         "-> (Tensor, Tensor, Tensor)");
   // DPO on [B] sequence log-probs → (losses, chosen_rewards, rejected_rewards, dloss_dh), the last
@@ -66,7 +62,6 @@ TORCH_LIBRARY(alignkit, m) {
   m.impl("logprobs_bwd", &alignkit::logprobs_bwd);                                           \
   m.impl("fused_linear_logprobs_fwd", &alignkit::fused_linear_logprobs_fwd);                 \
   m.impl("fused_linear_logprobs_bwd", &alignkit::fused_linear_logprobs_bwd);                 \
-  m.impl("fused_linear_logprobs_bwd_consume", &alignkit::fused_linear_logprobs_bwd_consume); \
   m.impl("dpo_loss_fwd", &alignkit::dpo_loss_fwd);                                           \
   m.impl("dpo_loss_bwd", &alignkit::dpo_loss_bwd);                                           \
   m.impl("ppo_loss_fwd", &alignkit::ppo_loss_fwd);                                           \
@@ -83,8 +78,29 @@ TORCH_LIBRARY_IMPL(alignkit, CPU, m) { ALIGNKIT_IMPLS(m) }
 TORCH_LIBRARY_IMPL(alignkit, CUDA, m) { ALIGNKIT_IMPLS(m) }
 #endif
 
-// `import alignkit._C` loads the library (which runs the registrations above); no Python API.
+// `import alignkit._C` loads the library (which runs the registrations above). The module's own API
+// says which build of the CPU kernels runs: cpu_isa() -> "DEFAULT", "AVX2" or "AVX512", and
+// cpu_isas_built() -> the builds compiled in, e.g. "DEFAULT AVX2 AVX512".
+namespace {
+PyObject* cpu_isa(PyObject*, PyObject*) {
+  return PyUnicode_FromString(alignkit::cpu::isa_name(alignkit::cpu::isa()));
+}
+
+PyObject* cpu_isas_built(PyObject*, PyObject*) {
+  std::string names;
+  for (auto i : {alignkit::cpu::Isa::kDefault, alignkit::cpu::Isa::kAvx2, alignkit::cpu::Isa::kAvx512}) {
+    if (alignkit::cpu::isa_built(i)) names += std::string(names.empty() ? "" : " ") + alignkit::cpu::isa_name(i);
+  }
+  return PyUnicode_FromString(names.c_str());
+}
+
+PyMethodDef methods[] = {
+    {"cpu_isa", cpu_isa, METH_NOARGS, "The build of the CPU kernels this process runs: DEFAULT, AVX2 or AVX512."},
+    {"cpu_isas_built", cpu_isas_built, METH_NOARGS, "The builds of the CPU kernels compiled in, space-separated."},
+    {nullptr, nullptr, 0, nullptr}};
+}  // namespace
+
 PyMODINIT_FUNC PyInit__C(void) {
-  static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, methods};
   return PyModule_Create(&module);
 }

@@ -8,7 +8,6 @@ Importing this module loads ``alignkit._C`` (raising ImportError when it is not 
 from __future__ import annotations
 
 import os
-import threading
 
 import torch
 
@@ -44,7 +43,6 @@ def _(hidden, weight, bias, labels, ignore_index, temperature, with_entropy, cac
 
 
 @torch.library.register_fake("alignkit::fused_linear_logprobs_bwd")
-@torch.library.register_fake("alignkit::fused_linear_logprobs_bwd_consume")
 def _(grad_logp, grad_entropy, hidden, weight, bias, labels, lse, entropy, cache, ignore_index, temperature,
       needs_hidden, needs_weight, needs_bias):
     return (hidden.new_empty(hidden.shape if needs_hidden else (0,)),
@@ -118,16 +116,10 @@ torch.library.register_autograd("alignkit::logprobs_fwd", _backward_logprobs,
                                 setup_context=_setup_logprobs)
 
 
-#: Set while fused_linear_logprobs (the wrapper, which drops the kept logits) calls the forward op:
-#: its backward may then consume them. A direct caller of the op holds them, so they stay intact.
-_owned_cache = threading.local()
-
-
 def _setup_fused(ctx, inputs, output):
     hidden, weight, bias, labels, ctx.ignore_index, ctx.temperature, ctx.with_entropy, _ = inputs
     _, lse, ent, cache = output
     ctx.has_bias = bias is not None
-    ctx.cache_owned = getattr(_owned_cache, "active", False)
     # no zero-filled gradients for the outputs nobody differentiates (lse, and the kept logits,
     # which would cost another [N, cache_cols] buffer)
     ctx.set_materialize_grads(False)
@@ -142,16 +134,7 @@ def _backward_fused(ctx, g_logp, g_lse, g_ent, g_cache):
         return (None,) * 8
     if g_logp is None:
         g_logp = torch.zeros_like(lse)
-    # The first backward on real tensors consumes kept logits nobody else holds (gradients in place,
-    # pages given back as it goes); a later one over the same graph (retain_graph) recomputes them
-    # from the [0, cols] stand-in. Traced backwards (torch.compile: fake or functional tensors) and
-    # direct callers of the op get the pure op.
-    bwd = _ops.fused_linear_logprobs_bwd
-    if getattr(ctx, "cache_consumed", False):
-        cache = cache.new_empty((0, cache.shape[1]))
-    elif ctx.cache_owned and type(cache) is torch.Tensor and cache.numel() > 0:
-        bwd, ctx.cache_consumed = _ops.fused_linear_logprobs_bwd_consume, True
-    gh, gw, gb = bwd(
+    gh, gw, gb = _ops.fused_linear_logprobs_bwd(
         g_logp, g_ent, hidden, weight, bias, labels, lse, ent, cache,
         ctx.ignore_index, ctx.temperature, need_h, need_w, need_b and ctx.has_bias)
     return (gh if need_h else None, gw if need_w else None,
@@ -176,9 +159,10 @@ def logprobs(logits, labels, *, ignore_index=-100, temperature=1.0, return_entro
 
 #: Bytes of logits the fused op may keep from forward for backward on CPU (each kept tile saves one of
 #: four GEMMs); 0 on CUDA, where GEMMs are cheap and memory is not. ALIGNKIT_FUSED_CACHE_BYTES overrides.
-#: Backward consumes the kept tiles first and releases them as it goes, so the op's peak stays about
-#: this budget plus grad_hidden and hidden's packed copy (N=4096, H=576, V=49152: 288 MB at 256 MB).
-FUSED_CACHE_BYTES_CPU = 256 << 20
+#: The kept logits live until backward is done, beside the tile buffer (32 MB) and the gradients, so
+#: the op's peak is about this budget plus those (N=4096, H=576, V=49152, fp32: 287 MB at 128 MB,
+#: 12% of eager's; at 256 MB it would be 415 MB, over the 15% target).
+FUSED_CACHE_BYTES_CPU = 128 << 20
 
 
 def fused_cache_cols(hidden, weight, bias=None) -> int:
@@ -199,13 +183,9 @@ def fused_linear_logprobs(hidden, weight, labels, *, bias=None, ignore_index=-10
                          f"{tuple(hidden.shape[:-1])}, got {tuple(labels.shape)}")
     shape = labels.shape
     h2 = hidden.reshape(-1, hidden.shape[-1])
-    _owned_cache.active = True
-    try:
-        logp, _, ent, _ = _ops.fused_linear_logprobs_fwd(h2, weight, bias, labels.reshape(-1), ignore_index,
-                                                         float(temperature), return_entropy,
-                                                         fused_cache_cols(h2, weight, bias))
-    finally:
-        _owned_cache.active = False
+    logp, _, ent, _ = _ops.fused_linear_logprobs_fwd(h2, weight, bias, labels.reshape(-1), ignore_index,
+                                                     float(temperature), return_entropy,
+                                                     fused_cache_cols(h2, weight, bias))
     return (logp.view(shape), ent.view(shape)) if return_entropy else logp.view(shape)
 
 

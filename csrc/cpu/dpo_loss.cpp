@@ -6,7 +6,7 @@
 #include "alignkit/ops.h"
 #include "lanes.h"
 
-namespace alignkit::cpu {
+namespace alignkit::cpu::CPU_CAPABILITY {
 
 namespace {
 // Pairs per parallel chunk (fixed chunks: the same bits on any thread count): B = 64k runs on both
@@ -56,4 +56,4 @@ void dpo_bwd(const at::Tensor& grad_losses, const at::Tensor& dloss_dh, at::Tens
   });
 }
 
-}  // namespace alignkit::cpu
+}  // namespace alignkit::cpu::CPU_CAPABILITY

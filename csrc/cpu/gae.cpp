@@ -5,7 +5,7 @@
 
 #include "alignkit/ops.h"
 
-namespace alignkit::cpu {
+namespace alignkit::cpu::CPU_CAPABILITY {
 
 void gae(const at::Tensor& rewards, const at::Tensor& values, const at::Tensor& mask, double gamma,
          double lam, at::Tensor& advantages, at::Tensor& returns) {
@@ -24,4 +24,4 @@ void gae(const at::Tensor& rewards, const at::Tensor& values, const at::Tensor& 
   });
 }
 
-}  // namespace alignkit::cpu
+}  // namespace alignkit::cpu::CPU_CAPABILITY

@@ -1,5 +1,6 @@
-// Lanes<scalar_t>: how the CPU loss kernels step through a tensor. float runs 8 (AVX2) lanes of
-// at::vec::Vectorized<float> per step, every other dtype one element per step in its opmath type;
+// Lanes<scalar_t>: how the CPU loss kernels step through a tensor. float runs the lanes of one
+// at::vec::Vectorized<float> per step (8 in the DEFAULT and AVX2 builds, 16 in the AVX512 one),
+// every other dtype one element per step in its opmath type;
 // the kernels are written once over Lanes and call the formulas of alignkit/math.h, which
 // Ops<Vectorized<float>> below makes work on vectors. Tails are partial vector steps (masked
 // loads and stores), so every element takes the same arithmetic.
@@ -35,7 +36,7 @@ struct Ops<at::vec::Vectorized<float>> {
   static V select(const V& mask, const V& a, const V& b) { return V::blendv(b, a, mask); }
 };
 
-namespace cpu {
+namespace cpu::CPU_CAPABILITY {
 
 template <typename scalar_t>
 struct Lanes {  // one element per step
@@ -67,6 +68,16 @@ struct Lanes<float> {  // W lanes per step; n < W only on a row's last step
     const __m256i wide = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(bytes)));
     const __m256i is_zero = _mm256_cmpeq_epi32(wide, _mm256_setzero_si256());
     return T(_mm256_castsi256_ps(_mm256_xor_si256(is_zero, _mm256_set1_epi32(-1))));
+#elif defined(CPU_CAPABILITY_AVX512)
+    // 16 mask bytes → 16 int32 lanes → a lane mask → all-ones lanes where nonzero
+    __m128i bytes = _mm_setzero_si128();
+    if (n == W) {
+      bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(m));
+    } else {
+      std::memcpy(&bytes, m, static_cast<size_t>(n));
+    }
+    const __m512i wide = _mm512_cvtepu8_epi32(bytes);
+    return T(_mm512_castsi512_ps(_mm512_movm_epi32(_mm512_test_epi32_mask(wide, wide))));
 #else
     alignas(32) float f[W] = {};
     for (int64_t k = 0; k < n; ++k) f[k] = m[k] ? 1.f : 0.f;
@@ -110,5 +121,5 @@ inline void for_steps(int64_t i0, int64_t i1, F&& body) {
   for (int64_t i = i0; i < i1; i += L::W) body(i, std::min<int64_t>(L::W, i1 - i));
 }
 
-}  // namespace cpu
+}  // namespace cpu::CPU_CAPABILITY
 }  // namespace alignkit

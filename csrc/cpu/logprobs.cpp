@@ -13,7 +13,7 @@
 
 #include "alignkit/ops.h"
 
-namespace alignkit::cpu {
+namespace alignkit::cpu::CPU_CAPABILITY {
 namespace {
 
 constexpr int64_t kChunk = 2048;  // elements per L1-resident chunk of a row
@@ -224,4 +224,4 @@ int64_t first_bad_label(const at::Tensor& labels, int64_t V, int64_t ignore_inde
   return bad.load() == N ? -1 : bad.load();
 }
 
-}  // namespace alignkit::cpu
+}  // namespace alignkit::cpu::CPU_CAPABILITY

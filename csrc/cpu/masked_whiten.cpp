@@ -10,7 +10,7 @@
 #include "alignkit/ops.h"
 #include "lanes.h"
 
-namespace alignkit::cpu {
+namespace alignkit::cpu::CPU_CAPABILITY {
 
 namespace {
 constexpr int64_t kChunk = 1 << 14;  // elements per reduction chunk (64 KB of float: stays in L2)
@@ -106,4 +106,4 @@ void whiten_bwd(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& m
   });
 }
 
-}  // namespace alignkit::cpu
+}  // namespace alignkit::cpu::CPU_CAPABILITY

@@ -8,7 +8,7 @@
 #include "grain.h"
 #include "lanes.h"
 
-namespace alignkit::cpu {
+namespace alignkit::cpu::CPU_CAPABILITY {
 
 void ppo_rows(const PpoArgs& a, at::Tensor& row_sums) {
   const int64_t B = a.logp.size(0), T_ = a.logp.size(1);
@@ -81,4 +81,4 @@ void ppo_bwd(const PpoArgs& a, Agg agg, const at::Tensor& grad_loss, const at::T
   });
 }
 
-}  // namespace alignkit::cpu
+}  // namespace alignkit::cpu::CPU_CAPABILITY

@@ -7,7 +7,7 @@
 #include "grain.h"
 #include "lanes.h"
 
-namespace alignkit::cpu {
+namespace alignkit::cpu::CPU_CAPABILITY {
 
 void value_rows(const ValueArgs& a, at::Tensor& row_sums) {
   const int64_t B = a.values.size(0), T_ = a.values.size(1);
@@ -64,4 +64,4 @@ void value_bwd(const ValueArgs& a, Agg agg, const at::Tensor& grad_loss, const a
   });
 }
 
-}  // namespace alignkit::cpu
+}  // namespace alignkit::cpu::CPU_CAPABILITY

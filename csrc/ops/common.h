@@ -8,14 +8,35 @@
 #include "alignkit/checks.h"
 #include "alignkit/ops.h"
 
-// Calls cpu::fn(...) or cuda::fn(...) according to the device of `t` (a statement).
+// Calls the CPU kernel build cpu::isa() picks: cpu::AVX512::fn(...), cpu::AVX2::fn(...) or
+// cpu::DEFAULT::fn(...) (a statement). Only the builds compiled in are named.
+#ifdef ALIGNKIT_CPU_AVX512
+#define AK_CPU_CASE_AVX512(call) \
+  case ::alignkit::cpu::Isa::kAvx512: ::alignkit::cpu::AVX512::call; break;
+#else
+#define AK_CPU_CASE_AVX512(call)
+#endif
+#ifdef ALIGNKIT_CPU_AVX2
+#define AK_CPU_CASE_AVX2(call) \
+  case ::alignkit::cpu::Isa::kAvx2: ::alignkit::cpu::AVX2::call; break;
+#else
+#define AK_CPU_CASE_AVX2(call)
+#endif
+#define AK_CPU_CALL(fn, ...)                                   \
+  switch (::alignkit::cpu::isa()) {                            \
+    AK_CPU_CASE_AVX512(fn(__VA_ARGS__))                        \
+    AK_CPU_CASE_AVX2(fn(__VA_ARGS__))                          \
+    default: ::alignkit::cpu::DEFAULT::fn(__VA_ARGS__); break; \
+  }
+
+// Calls the CPU kernel (AK_CPU_CALL) or cuda::fn(...) according to the device of `t` (a statement).
 #ifdef ALIGNKIT_WITH_CUDA
 #define AK_DEVICE_CALL(t, fn, ...)         \
   do {                                     \
     if ((t).is_cuda()) {                   \
       ::alignkit::cuda::fn(__VA_ARGS__);   \
     } else {                               \
-      ::alignkit::cpu::fn(__VA_ARGS__);    \
+      AK_CPU_CALL(fn, __VA_ARGS__)         \
     }                                      \
   } while (0)
 #else
@@ -23,7 +44,7 @@
   do {                                                                                        \
     TORCH_CHECK(!(t).is_cuda(), "alignkit: this build of alignkit._C has no CUDA kernels; "   \
                 "rebuild with ALIGNKIT_CUDA=1");                                              \
-    ::alignkit::cpu::fn(__VA_ARGS__);                                                         \
+    AK_CPU_CALL(fn, __VA_ARGS__)                                                              \
   } while (0)
 #endif
 
@@ -71,7 +92,7 @@ inline void check_labels(const at::Tensor& labels, int64_t V, int64_t ignore_ind
                 ") or equal ignore_index=", ignore_index);
     return;
   }
-  const int64_t i = cpu::first_bad_label(labels, V, ignore_index);
+  const int64_t i = cpu::DEFAULT::first_bad_label(labels, V, ignore_index);  // a scan: no vector build needed
   TORCH_CHECK(i < 0, "alignkit: `labels` must be in [0, ", V, ") or equal ignore_index=",
               ignore_index, "; found ", labels.const_data_ptr<int64_t>()[i], " at flat index ", i);
 }

@@ -1,55 +1,34 @@
 // fused_linear_logprobs: logprobs(hidden @ weight.T + bias, labels) without the [N, V] logits.
 //
 // The vocabulary is walked in tiles of `tv` columns: each tile of logits [Nv, tv] is produced by
-// one GEMM (fp32 on CPU: the blocked cpu::sgemm; otherwise at::mm, i.e. cuBLAS on CUDA), folded
-// into per-row online log-sum-exp state by the device's lse_tile kernel, and dropped. Backward
-// recomputes each tile, turns it into d loss / d logits (grad_tile) and feeds two GEMMs:
-// grad_hidden += G @ W_tile and grad_weight[tile] = G^T @ hidden. Ignored rows (label ==
-// ignore_index) are removed up front.
+// one ATen GEMM (at::mm_out / at::addmm_out into the tile buffer: MKL, oneDNN, OpenBLAS or
+// Accelerate on CPU, whatever torch was built with; cuBLAS on CUDA), folded into per-row online
+// log-sum-exp state by the device's lse_tile kernel, and dropped. Backward recomputes each tile,
+// turns it into d loss / d logits (grad_tile) and feeds two GEMMs: grad_hidden += G @ W_tile and
+// grad_weight[tile] = G^T @ hidden. Ignored rows (label == ignore_index) are removed up front.
 //
 // Memory for speed: the forward may keep the logits of the last `cache_cols` vocabulary columns
 // (the `cache` output, saved for backward); backward reads those tiles instead of recomputing them,
 // one GEMM of four saved per kept tile. alignkit.ops picks cache_cols from a byte budget
 // (ALIGNKIT_FUSED_CACHE_BYTES) and passes 0 when no gradient is needed. The kept tiles are written
-// by the forward GEMM straight into the cache, after the tile buffer of the others is freed.
-// Backward handles them first; its consuming variant (fused_linear_logprobs_bwd_consume, what the
-// autograd formula calls on real tensors) turns each kept tile into its gradient in place and gives
-// its pages back to the OS, so the cache shrinks while grad_weight grows, and the tile buffer is only
-// allocated once the cache is gone. A cache of shape [0, cache_cols] stands for kept logits that an
-// earlier backward consumed: those tiles are recomputed, in the same tiles and order, so every
-// backward over one graph gives bitwise the same gradients.
+// by the forward GEMM straight into the cache, after the tile buffer of the others is freed, and
+// backward never writes to the cache: every backward over one graph gives the same gradients.
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <optional>
 #include <vector>
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#include <unistd.h>
-#endif
-
-#include "alignkit/sgemm.h"
 #include "common.h"
 
 namespace alignkit {
 
 namespace {
 
-// True for fp32 CPU tensors when the blocked cpu::sgemm is compiled in (faster than MKL here, see
-// sgemm.h); the fused op then also reuses `hidden` packed once.
-bool uses_sgemm(const at::Tensor& t) {
-  return t.is_cpu() && t.scalar_type() == at::kFloat && cpu::sgemm_available();
-}
-
-// out = a @ b (beta = 0) or out += a @ b (beta = 1): through cpu::sgemm where uses_sgemm, anything
-// else through at::mm.
-void gemm(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, float beta) {
-  if (uses_sgemm(out) && out.stride(1) == 1 && a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat) {
-    cpu::sgemm(a.size(0), b.size(1), a.size(1), a.const_data_ptr<float>(), a.stride(0), a.stride(1),
-               b.const_data_ptr<float>(), b.stride(0), b.stride(1), beta, out.mutable_data_ptr<float>(),
-               out.stride(0));
-  } else if (beta == 0.f) {
+// out = a @ b (accumulate = false) or out += a @ b (true), through ATen. `out` may be a strided view
+// (a tile of a larger buffer); a and b may be transposed views, which the BLAS reads in place.
+void gemm(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate) {
+  if (!accumulate) {
     at::mm_out(out, a, b);
   } else if (out.scalar_type() == a.scalar_type()) {
     out.addmm_(a, b);
@@ -58,11 +37,10 @@ void gemm(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, float beta)
   }
 }
 
-// Bytes of one logits tile. CPU: 32 MB (2048 columns at N = 4096) measured faster than 8 MB on the
-// 2-core dev box (fwd 12.3 s vs 15.3 s, bwd 33-39 s vs 44-45 s, under heavy load) while staying far
-// below the [N, V] logits. CUDA: 128 MB, +5% over 32 MB on an H200 at N = 4096, H = 4096, V = 128256
-// in bf16 (449 vs 429 TFLOP/s), as larger GEMMs run closer to peak; 512 MB gained < 3% more.
-// ALIGNKIT_TILE_BYTES overrides it (tests use it to force many tiles).
+// Bytes of one logits tile. CPU: 32 MB (2048 columns at N = 4096) measured faster than 8 MB on a
+// 2-core machine while staying far below the [N, V] logits. CUDA: 128 MB, +5% over 32 MB on an H200
+// at N = 4096, H = 4096, V = 128256 in bf16 (449 vs 429 TFLOP/s), as larger GEMMs run closer to
+// peak; 512 MB gained < 3% more. ALIGNKIT_TILE_BYTES overrides it (tests use it to force many tiles).
 int64_t tile_cols(int64_t rows, int64_t V, int64_t elem_size, bool cuda) {
   const char* env = std::getenv("ALIGNKIT_TILE_BYTES");
   const int64_t budget = env ? std::max<int64_t>(std::atoll(env), 1024) : int64_t(cuda ? 128 : 32) << 20;
@@ -71,58 +49,15 @@ int64_t tile_cols(int64_t rows, int64_t V, int64_t elem_size, bool cuda) {
   return std::min(tv, V);
 }
 
-// Row stride of the tile buffer: tv, plus one cache line on CPU when rows tv columns apart would be
-// a multiple of 4 KB apart. At such a stride the 6 rows of C that an sgemm micro-tile writes all
-// fall in one L1 set: at N = 4096, V = 49152 the forward ran 5-7% slower with 2048-column tiles than
-// with 1984-column ones (medians of 6 interleaved fwd calls: 1.94 vs 1.82 s).
-int64_t tile_ld(int64_t tv, int64_t elem_size, bool cuda) {
-  return !cuda && (tv * elem_size) % 4096 == 0 ? tv + 64 / elem_size : tv;
-}
-
-// at::empty(sizes, opts), with the 2 MB-aligned interior of a CPU allocation advised into
-// transparent huge pages before anything touches it (Linux's THP mode is commonly `madvise`, as on
-// the dev box, so plain allocations get 4 KB pages). For the op's large buffers: the tile (32 MB,
-// walked by the GEMMs and packs with 8 KB row strides, which on 4 KB pages needs 8,192 TLB entries
-// against Zen 3's 2,048), the kept logits and both gradients; each of them would otherwise also
-// fault in page by page on every call. See benchmarks/README.md for the effect.
-at::Tensor empty_huge(at::IntArrayRef sizes, const at::TensorOptions& opts) {
-  at::Tensor t = at::empty(sizes, opts);
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr std::uintptr_t kHuge = std::uintptr_t(2) << 20;
-  const auto begin = reinterpret_cast<std::uintptr_t>(t.data_ptr()), end = begin + t.nbytes();
-  const std::uintptr_t first = (begin + kHuge - 1) / kHuge * kHuge, last = end / kHuge * kHuge;
-  if (t.is_cpu() && last > first) {
-    madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);  // a hint: failure is harmless
-  }
-#endif
-  return t;
-}
-
-// Gives the whole pages inside a contiguous CPU tensor back to the OS (MADV_DONTNEED: they read as
-// zeros afterwards and no longer count in the process's memory). For kept logits backward consumed.
-void release_pages(const at::Tensor& t) {
-#if defined(__linux__) && defined(MADV_DONTNEED)
-  if (!t.is_cpu() || t.numel() == 0) return;
-  const auto page = static_cast<std::uintptr_t>(sysconf(_SC_PAGESIZE));
-  const auto begin = reinterpret_cast<std::uintptr_t>(t.data_ptr()), end = begin + t.nbytes();
-  const std::uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
-  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
-#endif
-}
-
-// The buffer one vocabulary tile at a time lives in: tiles of at most tv columns, rows ld apart.
+// The buffer one vocabulary tile at a time lives in: [rows, tv] contiguous, holding tiles of at most
+// tv columns with rows tv apart.
 struct TileBuffer {
-  int64_t ld;
-  at::Tensor buf;
+  int64_t tv;
+  at::Tensor buf;  // [rows * tv]
 
-  TileBuffer(int64_t rows, int64_t tv, const at::TensorOptions& opts) {
-    ld = tile_ld(tv, c10::elementSize(c10::typeMetaToScalarType(opts.dtype())), opts.device().is_cuda());
-    buf = empty_huge({rows * ld}, opts);
-  }
-  // The tile [rows, n] at the front of the buffer.
-  at::Tensor view(int64_t rows, int64_t n) {
-    return buf.narrow(0, 0, rows * ld).view({rows, ld}).narrow(1, 0, n);
-  }
+  TileBuffer(int64_t rows, int64_t tv_, const at::TensorOptions& opts) : tv(tv_), buf(at::empty({rows * tv_}, opts)) {}
+  // The tile [rows, n] (row stride tv) at the front of the buffer.
+  at::Tensor view(int64_t rows, int64_t n) { return buf.narrow(0, 0, rows * tv).view({rows, tv}).narrow(1, 0, n); }
 };
 
 void check_inputs(const at::Tensor& hidden, const at::Tensor& weight,
@@ -161,21 +96,6 @@ struct Problem {
   at::Tensor y;    // [Nv]
   at::ScalarType compute, acc;
   int64_t N, Nv, V;
-  // h packed once for the sgemm (CPU fp32): as A of the logits GEMMs, as B of the d weight GEMMs.
-  // Each is shared by every vocabulary tile of the call (+1.5% on those two GEMMs, paired runs).
-  std::optional<cpu::PackedA> h_as_a;
-  std::optional<cpu::PackedB> h_as_b;
-
-  // Each packs h on first use (nothing on other devices and dtypes, where h is read as it is).
-  void pack_h_as_a() { pack_h(h_as_a); }
-  void pack_h_as_b() { pack_h(h_as_b); }
-
- private:
-  // h [Nv, H] row-major is both A [M = Nv, K = H] and B [K = Nv, N = H]: the same arguments either way
-  template <typename PackedT>
-  void pack_h(std::optional<PackedT>& slot) {
-    if (!slot && uses_sgemm(h) && Nv > 0) slot.emplace(Nv, h.size(1), h.const_data_ptr<float>(), h.size(1), 1);
-  }
 };
 
 Problem make_problem(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& labels,
@@ -205,28 +125,14 @@ at::Tensor weight_tile(const Problem& p, const at::Tensor& weight, int64_t v0, i
   return weight.narrow(0, v0, n).to(p.compute).contiguous();
 }
 
-// z [Nv, n] (unit column stride) = h @ W[v0:v0+n].T (+ b[v0:v0+n]); w_tile = W[v0:v0+n].
+// z [Nv, n] (unit column stride) = h @ W[v0:v0+n].T (+ b[v0:v0+n]); w_tile = W[v0:v0+n] [n, H].
 void logits_into(at::Tensor& z, const Problem& p, const at::Tensor& weight,
                  const std::optional<at::Tensor>& bias, int64_t v0, int64_t n, at::Tensor& w_tile) {
   w_tile = weight_tile(p, weight, v0, n);
-  const bool has_bias = bias.has_value() && bias->defined();
-  if (has_bias) z.copy_(bias->narrow(0, v0, n).to(p.compute).unsqueeze(0).expand({p.Nv, n}));
-  const float beta = has_bias ? 1.f : 0.f;
-  if (p.h_as_a) {  // z = h @ w_tile.T: B [H, n] is w_tile read with strides (1, H)
-    cpu::sgemm(p.Nv, n, p.h.size(1), *p.h_as_a, w_tile.const_data_ptr<float>(), 1, w_tile.stride(0), beta,
-               z.mutable_data_ptr<float>(), z.stride(0));
+  if (bias.has_value() && bias->defined()) {
+    at::addmm_out(z, bias->narrow(0, v0, n).to(p.compute), p.h, w_tile.t());  // the bias row broadcasts
   } else {
-    gemm(z, p.h, w_tile.t(), beta);
-  }
-}
-
-// gw_tile [n, H] = z.T @ h, z [Nv, n] being d loss / d logits of the tile.
-void grad_weight_into(at::Tensor& gw_tile, const Problem& p, const at::Tensor& z) {
-  if (p.h_as_b) {  // A [n, Nv] is z read with strides (1, z.stride(0))
-    cpu::sgemm(z.size(1), p.h.size(1), p.Nv, z.const_data_ptr<float>(), 1, z.stride(0), *p.h_as_b, 0.f,
-               gw_tile.mutable_data_ptr<float>(), gw_tile.stride(0));
-  } else {
-    gemm(gw_tile, z.t(), p.h, 0.f);
+    gemm(z, p.h, w_tile.t(), false);
   }
 }
 
@@ -242,8 +148,7 @@ struct VocabTile {
 };
 
 // Vocabulary tiles [v0, v0 + n): [0, split) in tiles of at most tv columns, then the kept columns
-// [split, V). Kept tiles are stored whole (rows n apart, see kept_block), so where tv columns would
-// put rows a multiple of 4 KB apart they are narrowed by one cache line instead of padded (tile_ld).
+// [split, V) in tiles of the same width (each stored whole in the cache, see kept_block).
 struct Tiling {
   int64_t tv;  // the widest tile: what a TileBuffer for them holds
   std::vector<VocabTile> tiles;
@@ -253,8 +158,7 @@ Tiling vocab_tiles(const Problem& p, int64_t split, bool cuda) {
   const int64_t elem = c10::elementSize(p.compute), tv = tile_cols(p.Nv, p.V, elem, cuda);
   Tiling t{tv, {}};
   for (int64_t v0 = 0; v0 < split; v0 += tv) t.tiles.push_back({v0, std::min(tv, split - v0), false});
-  const int64_t tk = tile_ld(tv, elem, cuda) == tv ? tv : tv - 64 / elem;
-  for (int64_t v0 = split; v0 < p.V; v0 += tk) t.tiles.push_back({v0, std::min(tk, p.V - v0), true});
+  for (int64_t v0 = split; v0 < p.V; v0 += tv) t.tiles.push_back({v0, std::min(tv, p.V - v0), true});
   return t;
 }
 
@@ -274,13 +178,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs
   check_inputs(hidden, weight, bias, labels, temperature);
   TORCH_CHECK(cache_cols >= 0 && cache_cols <= weight.size(0), "alignkit: `cache_cols` must be in [0, V = ",
               weight.size(0), "], got ", cache_cols);
-  Problem p = make_problem(hidden, weight, labels, ignore_index);
-  p.pack_h_as_a();
+  const Problem p = make_problem(hidden, weight, labels, ignore_index);
   const auto copts = hidden.options().dtype(p.compute);
-  // logits of columns [split, V), kept for backward (which then skips their recompute GEMM)
-  at::Tensor cache = empty_huge({p.N, cache_cols}, copts);
+  // [N, cache_cols] logits of columns [split, V), kept for backward (which then skips their recompute GEMM)
+  at::Tensor cache = at::empty({p.N, cache_cols}, copts);
   const int64_t split = p.V - cache_cols;
   const auto opts = hidden.options().dtype(p.acc);
+  // per valid row [Nv] (acc dtype): running max, Σexp, Σexp·z, the label's logit, and the results
   at::Tensor m = at::empty({p.Nv}, opts), s = at::empty({p.Nv}, opts), t = at::empty({p.Nv}, opts),
              zy = at::empty({p.Nv}, opts), logp = at::empty({p.Nv}, opts),
              lse = at::empty({p.Nv}, opts), ent = at::zeros({p.Nv}, opts);
@@ -291,7 +195,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs
     if (split > 0) buf.emplace(p.Nv, tiling.tv, copts);
     at::Tensor w_tile;
     for (const VocabTile& tile : tiling.tiles) {
-      at::Tensor z;
+      at::Tensor z;  // [Nv, n] logits of the tile
       if (tile.kept) {
         buf.reset();  // the tiles that backward recomputes are done: free their buffer before the cache fills
         const at::Tensor block = kept_block(cache, split, tile);  // [N, n]
@@ -309,25 +213,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs
   return {scatter_rows(p, logp, opts), scatter_rows(p, lse, opts), scatter_rows(p, ent, opts), cache};
 }
 
-namespace {
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_bwd(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs_bwd(
     const at::Tensor& grad_logp, const std::optional<at::Tensor>& grad_entropy,
     const at::Tensor& hidden, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
     const at::Tensor& labels, const at::Tensor& lse, const at::Tensor& entropy, const at::Tensor& cache,
-    int64_t ignore_index, double temperature, bool needs_hidden, bool needs_weight, bool needs_bias,
-    bool consume) {
+    int64_t ignore_index, double temperature, bool needs_hidden, bool needs_weight, bool needs_bias) {
   check_inputs(hidden, weight, bias, labels, temperature);
   AK_CHECK_SHAPE("grad_logp", grad_logp, labels.sizes());
   AK_CHECK_SAME_DEVICE("cache", cache, hidden);
-  TORCH_CHECK(cache.dim() == 2 && (cache.size(0) == hidden.size(0) || cache.size(0) == 0) &&
-                  cache.size(1) <= weight.size(0) && cache.is_contiguous(),
-              "alignkit: `cache` must be the contiguous [N, cache_cols <= V] tensor the forward returned "
-              "(or [0, cache_cols] once consumed), got shape ", cache.sizes());
+  TORCH_CHECK(cache.dim() == 2 && cache.size(0) == hidden.size(0) && cache.size(1) <= weight.size(0) &&
+                  cache.is_contiguous(),
+              "alignkit: `cache` must be the contiguous [N, cache_cols <= V] tensor the forward returned, "
+              "got shape ", cache.sizes());
   const bool has_bias = bias.has_value() && bias->defined();
-  Problem p = make_problem(hidden, weight, labels, ignore_index);
+  const Problem p = make_problem(hidden, weight, labels, ignore_index);
   const auto acc_opts = hidden.options().dtype(p.acc), copts = hidden.options().dtype(p.compute);
-  auto rows = [&](const at::Tensor& v) {
+  auto rows = [&](const at::Tensor& v) {  // [N] -> [Nv] acc dtype
     at::Tensor f = v.to(p.acc).contiguous();
     return p.idx.defined() ? f.index_select(0, p.idx) : f;
   };
@@ -338,52 +239,42 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_bwd(
     ge = rows(*grad_entropy);
   }
   const int64_t H = hidden.size(1);
-  // fp32 accumulators; grad_weight is written tile by tile, so it can live in the compute dtype.
-  // Every vocabulary tile overwrites its rows of grad_weight whole: it needs zeros only when no
+  // gh [Nv, H] accumulates in the acc dtype; gw [V, H] is written tile by tile, so it can live in the
+  // compute dtype. Every vocabulary tile overwrites its rows of gw whole: it needs zeros only when no
   // tile runs (every row ignored).
-  at::Tensor gh = needs_hidden ? empty_huge({p.Nv, H}, acc_opts).zero_() : at::Tensor();
-  at::Tensor gw = needs_weight ? empty_huge({p.V, H}, copts) : at::Tensor();
+  at::Tensor gh = needs_hidden ? at::zeros({p.Nv, H}, acc_opts) : at::Tensor();
+  at::Tensor gw = needs_weight ? at::empty({p.V, H}, copts) : at::Tensor();
   if (needs_weight && p.Nv == 0) gw.zero_();
   at::Tensor gb = needs_bias && has_bias ? at::zeros({p.V}, acc_opts) : at::Tensor();
   if (p.Nv > 0 && (needs_hidden || needs_weight || gb.defined())) {
-    const bool kept_logits = cache.size(0) > 0 && cache.size(1) > 0;
+    const bool kept_logits = cache.size(1) > 0;
     TORCH_CHECK(!kept_logits || cache.scalar_type() == p.compute, "alignkit: `cache` must have dtype ",
                 p.compute, ", got ", cache.scalar_type());
     const int64_t split = p.V - cache.size(1);
-    Tiling tiling = vocab_tiles(p, split, hidden.is_cuda());
-    if (needs_weight) p.pack_h_as_b();
-    // kept tiles first: consumed, they give their memory back before the tile buffer is needed
-    std::stable_partition(tiling.tiles.begin(), tiling.tiles.end(), [](const VocabTile& t) { return t.kept; });
-    std::optional<TileBuffer> buf;
+    const Tiling tiling = vocab_tiles(p, split, hidden.is_cuda());
+    TileBuffer buf(p.Nv, tiling.tv, copts);
     at::Tensor w_tile;
     for (const VocabTile& tile : tiling.tiles) {
-      const at::Tensor block = tile.kept && kept_logits ? kept_block(cache, split, tile) : at::Tensor();
-      const bool in_place = block.defined() && consume;
-      if (!in_place && !buf) buf.emplace(p.Nv, tiling.tv, copts);
-      at::Tensor x, z;  // the tile's logits, and where its gradient goes (z may alias x)
-      if (block.defined()) {
-        x = block.narrow(0, 0, p.Nv);
-        z = in_place ? x : buf->view(p.Nv, tile.n);
+      at::Tensor x, z = buf.view(p.Nv, tile.n);  // the tile's logits [Nv, n], and its gradient [Nv, n]
+      if (tile.kept) {
+        x = kept_block(cache, split, tile).narrow(0, 0, p.Nv);
         w_tile = weight_tile(p, weight, tile.v0, tile.n);
       } else {
-        p.pack_h_as_a();  // only now: the kept tiles before this one have given their memory back
-        z = buf->view(p.Nv, tile.n);
         logits_into(z, p, weight, bias, tile.v0, tile.n, w_tile);
-        x = z;
+        x = z;  // grad_tile turns the logits into their gradient in place
       }
       const GradTileArgs a{x, RowLayout{x.stride(0), nullptr}, p.y, tile.v0, ignore_index, 1.0 / temperature,
                            l, h_ent, g, ge.defined() ? &ge : nullptr, z};
       AK_DEVICE_CALL(z, grad_tile, a);  // z now holds d loss / d logits of the tile
       if (needs_weight) {
-        at::Tensor gw_tile = gw.narrow(0, tile.v0, tile.n);
-        grad_weight_into(gw_tile, p, z);
+        at::Tensor gw_tile = gw.narrow(0, tile.v0, tile.n);  // [n, H] = z^T @ h
+        gemm(gw_tile, z.t(), p.h, false);
       }
-      if (needs_hidden) gemm(gh, z, w_tile, 1.f);
+      if (needs_hidden) gemm(gh, z, w_tile, true);  // [Nv, H] += z @ W_tile
       if (gb.defined()) {
         at::Tensor gb_tile = gb.narrow(0, tile.v0, tile.n);
         at::sum_out(gb_tile, z, {0}, false, p.acc);
       }
-      if (in_place) release_pages(block);
     }
   }
   // Grads that were not asked for come back as empty [0] tensors (the schema has no optional returns).
@@ -398,26 +289,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_bwd(
   if (needs_weight) grad_weight = gw.to(weight.scalar_type());
   if (gb.defined()) grad_bias = gb.to(bias->scalar_type());
   return {grad_hidden, grad_weight, grad_bias};
-}
-
-}  // namespace
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs_bwd(
-    const at::Tensor& grad_logp, const std::optional<at::Tensor>& grad_entropy,
-    const at::Tensor& hidden, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-    const at::Tensor& labels, const at::Tensor& lse, const at::Tensor& entropy, const at::Tensor& cache,
-    int64_t ignore_index, double temperature, bool needs_hidden, bool needs_weight, bool needs_bias) {
-  return fused_bwd(grad_logp, grad_entropy, hidden, weight, bias, labels, lse, entropy, cache, ignore_index,
-                   temperature, needs_hidden, needs_weight, needs_bias, /*consume=*/false);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs_bwd_consume(
-    const at::Tensor& grad_logp, const std::optional<at::Tensor>& grad_entropy,
-    const at::Tensor& hidden, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-    const at::Tensor& labels, const at::Tensor& lse, const at::Tensor& entropy, at::Tensor& cache,
-    int64_t ignore_index, double temperature, bool needs_hidden, bool needs_weight, bool needs_bias) {
-  return fused_bwd(grad_logp, grad_entropy, hidden, weight, bias, labels, lse, entropy, cache, ignore_index,
-                   temperature, needs_hidden, needs_weight, needs_bias, /*consume=*/true);
 }
 
 }  // namespace alignkit

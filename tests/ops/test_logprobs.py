@@ -197,12 +197,10 @@ def test_fused_linear_parity(kernels, reference, tile_bytes, device, dtype, N, H
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("N,H,V", [(50, 300, 4100), (301, 4100, 37)])
-def test_fused_blocked_gemm_edges(kernels, reference, threads, N, H, V):
-    """Shapes that take every path of the CPU blocked sgemm: rows not a multiple of the 6-row register
-    tile, V (logits' columns) or H (d weight's columns) past one 4080-column block and not a multiple
-    of 16, H (logits) or N (d weight) split into several K blocks with accumulation, with `hidden`
-    read from its once-packed copies; results agree with float64 and do not depend on the thread
-    count."""
+def test_fused_wide_shapes_and_threads(kernels, reference, threads, N, H, V):
+    """Wide heads and vocabularies that are not multiples of any vector width (the tile GEMMs' K
+    and N dimensions, H = 4100 and V = 4100): results agree with float64 on 1 and 2 threads and
+    repeat bitwise."""
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -249,10 +247,10 @@ def test_fused_kept_logits_give_the_same_gradients(kernels, reference, monkeypat
 
 
 @pytest.mark.parametrize("cache_cols", [0, 1500])
-def test_fused_padded_tile_rows(kernels, reference, monkeypatch, cache_cols):
-    """1024-column fp32 tiles (rows 4 KB apart) are stored with padded rows on CPU, and kept tiles are
-    narrowed to 1008 columns instead; the forward GEMM, lse_tile, grad_tile and both backward GEMMs
-    all read and write through those strides."""
+def test_fused_partial_last_tile(kernels, reference, monkeypatch, cache_cols):
+    """The last vocabulary tile (452 of 1024 columns) is a strided view of the tile buffer: the
+    forward GEMM, lse_tile, grad_tile and both backward GEMMs read and write it through its row
+    stride, with and without kept logits (which live in their own contiguous blocks)."""
     N, H, V = 40, 24, 2500
     h, w, b, y = _fused_inputs(N, H, V, torch.float32, "cpu", bias=True, seed=7)
     nv = int((y != -100).sum())
@@ -264,42 +262,28 @@ def test_fused_padded_tile_rows(kernels, reference, monkeypatch, cache_cols):
         torch.testing.assert_close(k, r.float(), atol=2e-5, rtol=1e-4, msg=name)
 
 
-def test_fused_backward_consumes_only_the_kept_logits_it_owns(kernels, monkeypatch):
-    """The wrapper's backward computes the gradients of kept tiles in place and gives their pages back
-    (they read as zeros after); a direct caller of the op keeps an intact cache; the consuming op
-    and the pure one give bitwise the same gradients, as does a cache marked consumed ([0, cols])."""
+def test_fused_backward_reads_the_kept_logits_only(kernels, monkeypatch):
+    """Backward leaves the forward's kept logits as they were, and gives the gradients of a backward
+    that recomputes every tile (a cache of no columns)."""
     N, H, V, cols = 64, 24, 3000, 2500
     h, w, b, y = _fused_inputs(N, H, V, torch.float32, "cpu", bias=True, seed=9)
     h, w, b = h.float(), w.float(), b.float()
     nv = int((y != -100).sum())
-    monkeypatch.setenv("ALIGNKIT_TILE_BYTES", str(nv * 1024 * 4))  # tv = 1024: kept tiles of 1008 columns
-    monkeypatch.setenv("ALIGNKIT_FUSED_CACHE_BYTES", str(cols * N * 4))  # the wrapper keeps `cols` too
-    args = (h, w, b, y, -100, 1.0, True, cols)
-    _, lse, ent, cache = torch.ops.alignkit.fused_linear_logprobs_fwd(*args)
+    monkeypatch.setenv("ALIGNKIT_TILE_BYTES", str(nv * 1024 * 4))  # tv = 1024: 3 kept tiles
+    _, lse, ent, cache = torch.ops.alignkit.fused_linear_logprobs_fwd(h, w, b, y, -100, 1.0, True, cols)
     g, ge = torch.linspace(-1, 1, N), torch.linspace(1, 2, N)
 
-    def bwd(op, c):
-        return op(g, ge, h, w, b, y, lse, ent, c, -100, 1.0, True, True, True)
+    def bwd(c):
+        return torch.ops.alignkit.fused_linear_logprobs_bwd(g, ge, h, w, b, y, lse, ent, c, -100, 1.0,
+                                                            True, True, True)
 
     kept = cache.clone()
     assert (kept == 0).float().mean() < 0.5  # logits, bar the rows of ignored labels
-    pure = bwd(torch.ops.alignkit.fused_linear_logprobs_bwd, cache)
+    from_cache = bwd(cache)
     assert torch.equal(cache, kept)
-    recomputed = bwd(torch.ops.alignkit.fused_linear_logprobs_bwd, cache[:0])
-    consumed = bwd(torch.ops.alignkit.fused_linear_logprobs_bwd_consume, cache)
-    assert (cache == 0).float().mean() > 0.9  # whole pages released
-    for a, c, d in zip(pure, recomputed, consumed):
-        assert torch.equal(a, c) and torch.equal(a, d)
-    # through autograd: the op called directly leaves its cache output alone
-    hh = h.clone().requires_grad_()
-    logp, _, _, cache = torch.ops.alignkit.fused_linear_logprobs_fwd(hh, w, b, y, -100, 1.0, True, cols)
-    kept = cache.detach().clone()
-    logp.sum().backward()
-    assert torch.equal(cache.detach(), kept)
-    # and the wrapper's backward, consuming, gives the pure op's gradient
-    hk = h.clone().requires_grad_()
-    kernels.fused_linear_logprobs(hk, w, y, bias=b).sum().backward()
-    torch.testing.assert_close(hk.grad, hh.grad, atol=0, rtol=0)
+    recomputed = bwd(cache[:, :0].contiguous())
+    for a, c in zip(from_cache, recomputed):
+        torch.testing.assert_close(a, c, atol=1e-6, rtol=1e-5)
 
 
 def test_fused_matches_logprobs_batched_shape(kernels):
@@ -355,9 +339,9 @@ def test_fused_opcheck_and_compile(kernels, reference):
         _, lse, ent, cache = torch.ops.alignkit.fused_linear_logprobs_fwd(h.detach(), w.detach(), b.detach(), y,
                                                                          -100, 1.0, True, cache_cols)
         assert cache.shape == (6, cache_cols)
-        for bwd in (torch.ops.alignkit.fused_linear_logprobs_bwd, torch.ops.alignkit.fused_linear_logprobs_bwd_consume):
-            torch.library.opcheck(bwd, (torch.randn(6), torch.randn(6), h.detach(), w.detach(), b.detach(), y, lse,
-                                        ent, cache.clone(), -100, 1.0, True, True, True))
+        torch.library.opcheck(torch.ops.alignkit.fused_linear_logprobs_bwd,
+                              (torch.randn(6), torch.randn(6), h.detach(), w.detach(), b.detach(), y, lse, ent,
+                               cache, -100, 1.0, True, True, True))
 
     @torch.compile(fullgraph=True, backend="aot_eager")
     def f(h, w, b):

@@ -47,6 +47,33 @@ def test_profile_with_stub_trainer(tmp_path, monkeypatch, capsys):
     assert "alignkit::fused_linear_logprobs_fwd" in out and "alignkit kernels (alignkit::*" in out
 
 
+def test_profile_compare_on_the_tiny_model(quick_overrides, tmp_path, capsys):
+    """``--compare`` runs the same DPO steps with the kernels and with the reference ops and unfused
+    logits, and reports both: only the kernels' run spends time in alignkit::* ops, and both runs
+    have a step time and a peak memory."""
+    import alignkit.profile
+
+    png = tmp_path / "compare.png"
+    overrides = ["algo=dpo", *quick_overrides, "trainer.batch_size=2", "data.max_length=64",
+                 "data.sources.0.max_examples=24", "data.sources.0.eval_size=4"]
+    assert alignkit.profile.main([*overrides, "--steps", "2", "--compare", "--plot", str(png), "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("step time"):]
+    assert "kernels" in out and "reference" in out and "ops.backend=reference model.fused_logprobs=false" in table
+    shares = [float(v.rstrip("%")) for v in table.split("time in alignkit ops")[1].split("\n")[0].split()[-2:]]
+    assert shares[0] > 0 and shares[1] == 0
+    steps = table.split("step time")[1].split("\n")[0]
+    assert steps.count(" ms") == 2
+    assert png.stat().st_size > 0
+
+
+def test_profile_compare_replaces_the_backend_overrides():
+    from alignkit.profile import _without_kernels
+
+    got = _without_kernels(["algo=dpo", "ops.backend=kernel", "+model.fused_logprobs=true", "trainer.seed=1"])
+    assert got == ["algo=dpo", "trainer.seed=1", "ops.backend=reference", "model.fused_logprobs=false"]
+
+
 def test_bench_quick(tmp_path):
     from alignkit import bench
 

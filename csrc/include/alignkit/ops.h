@@ -37,12 +37,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs_bwd(
     const at::Tensor& hidden, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
     const at::Tensor& labels, const at::Tensor& lse, const at::Tensor& entropy, const at::Tensor& cache,
     int64_t ignore_index, double temperature, bool needs_hidden, bool needs_weight, bool needs_bias);
-std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs_bwd_consume(
-    const at::Tensor& grad_logp, const std::optional<at::Tensor>& grad_entropy,
-    const at::Tensor& hidden, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-    const at::Tensor& labels, const at::Tensor& lse, const at::Tensor& entropy, at::Tensor& cache,
-    int64_t ignore_index, double temperature, bool needs_hidden, bool needs_weight, bool needs_bias);
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> dpo_loss_fwd(
     const at::Tensor& policy_chosen, const at::Tensor& policy_rejected,
     const at::Tensor& ref_chosen, const at::Tensor& ref_rejected, double beta,
@@ -158,9 +152,33 @@ struct ValueArgs {
   void whiten_bwd(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& mask,            \
                   const at::Tensor& stats, at::Tensor& dx);
 
+// The CPU kernels (csrc/cpu/*.cpp) are compiled once per instruction set, each build in its own
+// namespace named after ATen's CPU_CAPABILITY: DEFAULT (no vector flags: runs anywhere torch does)
+// and, on x86-64, AVX2 (+FMA, F16C) and AVX512 (F, BW, VL, DQ). cpu::isa() picks one at run time
+// (common.h's AK_DEVICE_CALL goes through it); a build without ALIGNKIT_CPU_AVX2 / ALIGNKIT_CPU_AVX512
+// has the DEFAULT kernels only.
 namespace cpu {
-ALIGNKIT_DEVICE_KERNELS
-int64_t first_bad_label(const at::Tensor& labels, int64_t V, int64_t ignore_index);  // -1 if none
+#define ALIGNKIT_CPU_KERNELS \
+  ALIGNKIT_DEVICE_KERNELS    \
+  int64_t first_bad_label(const at::Tensor& labels, int64_t V, int64_t ignore_index);  // -1 if none
+namespace DEFAULT {
+ALIGNKIT_CPU_KERNELS
+}  // namespace DEFAULT
+namespace AVX2 {
+ALIGNKIT_CPU_KERNELS
+}  // namespace AVX2
+namespace AVX512 {
+ALIGNKIT_CPU_KERNELS
+}  // namespace AVX512
+#undef ALIGNKIT_CPU_KERNELS
+
+// The kernel builds, in the order cpu::isa() prefers them.
+enum class Isa { kDefault, kAvx2, kAvx512 };
+// The build the running CPU uses: the best one compiled in that ATen also uses (ATen's choice,
+// at::get_cpu_capability(), follows the CPU and the ATEN_CPU_CAPABILITY environment variable).
+Isa isa();
+const char* isa_name(Isa isa);  // "DEFAULT", "AVX2" or "AVX512"
+bool isa_built(Isa isa);
 }  // namespace cpu
 
 #ifdef ALIGNKIT_WITH_CUDA
