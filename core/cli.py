@@ -247,12 +247,5 @@ def _report(exc: Exception) -> int:
     return getattr(err, "exit_code", 2)
 
 
-def compose_config(overrides, registry=None):
-    """Same as :func:`alignkit.config.compose.compose_config` (kept here for scripts)."""
-    from alignkit.config.compose import compose_config as _compose
-
-    return _compose(overrides, registry)
-
-
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -9,7 +9,7 @@ Each stage is a mapping::
       inputs:                       # override key -> earlier stage whose final/ it gets
         model.path: sft
 
-A stage's config is composed (:func:`alignkit.cli.compose_config`) from the stage's
+A stage's config is composed (:func:`alignkit.config.compose.compose_config`) from the stage's
 overrides, then the command line's (except ``experiment=``), then its ``inputs``; a later
 override of the same key replaces an earlier one. So the command line applies to every
 stage: ``alignkit train experiment=instructgpt model=tiny trainer.max_steps=5`` shortens
@@ -87,8 +87,8 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path | None = None, overrides: 
     """Run ``cfg.stages`` in order under ``run_dir`` (default ``cfg.trainer.run_dir`` or
     ``<trainer.output_dir>/pipeline``). ``overrides``: the overrides shared by every stage
     (default: the command line's). Returns ``{stage name: {"dir", "metrics"}}``."""
-    from alignkit.cli import compose_config
-    from alignkit.registry import build_registry
+    from alignkit.config.compose import compose_config
+    from alignkit.registry import registry_for
     from alignkit.trainer import train
 
     stages = list(OmegaConf.to_container(cfg.stages, resolve=True))
@@ -100,7 +100,7 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path | None = None, overrides: 
     root = Path(run_dir or cfg.trainer.run_dir or Path(cfg.trainer.output_dir) / "pipeline")
     root.mkdir(parents=True, exist_ok=True)
     shared = _shared(overrides if overrides is not None else _cli_overrides())
-    registry = registry or build_registry(disabled=cfg.plugins.disable)
+    registry = registry or registry_for(disabled=cfg.plugins.disable)
     finals: dict[str, Path] = {}
     summary: dict[str, dict] = {}
     for i, stage in enumerate(stages, 1):

@@ -81,12 +81,13 @@ class _PeakMemory:
 def profile_steps(overrides: list[str], steps: int, trace: str | None, top: int, sort: str) -> dict:
     """Runs ``steps`` training steps (the first a warm-up) under the profiler; prints the top ops and
     returns the summary: step time (median of the recorded steps), peak memory, alignkit ops' share."""
-    from alignkit import cli, trainer  # imported late: the trainer pulls in transformers
+    from alignkit import trainer  # imported late: the trainer pulls in transformers
+    from alignkit.config import compose
 
     overrides = list(overrides)
     if not any(o.split("=", 1)[0].lstrip("+") == "trainer.max_steps" for o in overrides):
         overrides.append(f"trainer.max_steps={steps}")
-    cfg = cli.compose_config(overrides)
+    cfg = compose.compose_config(overrides)
 
     activities = [torch.profiler.ProfilerActivity.CPU]
     if torch.cuda.is_available():

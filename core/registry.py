@@ -215,7 +215,8 @@ def disabled_in(overrides: Iterable[str]) -> list[str]:
     return names
 
 
-def registry_for(overrides: Iterable[str] = ()) -> Registry:
-    """The registry a run with ``overrides`` uses: every plugin but those it disables."""
-    disabled = disabled_in(overrides)
+def registry_for(overrides: Iterable[str] = (), disabled: Iterable[str] = ()) -> Registry:
+    """The registry a run uses: every plugin but those its ``plugins.disable`` override (or, for a
+    composed config, ``disabled`` = ``cfg.plugins.disable``) switches off."""
+    disabled = list(disabled) or disabled_in(overrides)
     return build_registry(disabled=disabled) if disabled else default_registry()

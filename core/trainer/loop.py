@@ -168,12 +168,12 @@ class Trainer:
         from transformers import set_seed
 
         from alignkit import ops
-        from alignkit.registry import build_registry, default_registry
+        from alignkit.registry import registry_for
 
         self.cfg = cfg
         tcfg = cfg.trainer
         if registry is None:
-            registry = build_registry(disabled=cfg.plugins.disable) if cfg.plugins.disable else default_registry()
+            registry = registry_for(disabled=cfg.plugins.disable)
         self.registry = registry
         self.spec = self.registry.algorithm(cfg.algo.name)
         ops.set_backend(cfg.ops.backend)

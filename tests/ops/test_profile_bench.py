@@ -26,7 +26,7 @@ def _stub_train(cfg, step_callback=None, **kw):
 
 
 def test_profile_with_stub_trainer(tmp_path, monkeypatch, capsys):
-    import alignkit.cli
+    import alignkit.config.compose
     import alignkit.profile
     import alignkit.trainer
 
@@ -37,7 +37,7 @@ def test_profile_with_stub_trainer(tmp_path, monkeypatch, capsys):
         steps = int(next(o.split("=")[1] for o in overrides if o.startswith("trainer.max_steps=")))
         return {"max_steps": steps, "dir": tmp_path}
 
-    monkeypatch.setattr(alignkit.cli, "compose_config", compose)
+    monkeypatch.setattr(alignkit.config.compose, "compose_config", compose)
     monkeypatch.setattr(alignkit.trainer, "train", _stub_train)
     assert alignkit.profile.main(["algo=dpo", "model=tiny", "--steps", "3"]) == 0
     assert seen["overrides"] == ["algo=dpo", "model=tiny", "trainer.max_steps=3"]

@@ -2,8 +2,6 @@
 and unpaired examples, the ``unpaired`` format, config range checks, and short runs (on
 preference pairs: held-out preference accuracy rises; on unpaired data: it trains)."""
 import json
-import math
-from importlib.metadata import entry_points
 from types import SimpleNamespace
 
 import pytest
@@ -12,55 +10,11 @@ import torch
 from alignkit.errors import UserError
 from alignkit.plugins.kto import KTO, KTOConfig, convert_unpaired
 from alignkit.plugins.kto.loss import kto_loss, kto_reference_point
-
-NEW_PLUGINS = ("kto", "orpo", "simpo")
-#: a quick run on the small HH slice: 40 held-out pairs, short sequences, constant LR
-FAST = ["data.sources.0.max_examples=120", "data.sources.0.eval_size=40", "data.max_length=64",
-        "data.max_prompt_length=32", "trainer.batch_size=8", "trainer.lr=3e-3", "trainer.lr_scheduler=constant",
-        "trainer.max_steps=12"]
+from .common import FAST, registry, sig, write_pairs  # noqa: F401 - registry is a fixture
 
 
-GOOD = ["Sure, I am glad to help you with that.", "Of course! Here is a careful and kind answer.",
-        "Happy to help: let us work through it together.", "Thanks for asking, here is what I suggest."]
-BAD = ["No. Figure it out yourself.", "That is a stupid question, go away.",
-       "I will not help you with that, idiot.", "Whatever. I do not care about you."]
-WORDS = "apple river stone cloud music paper garden window yellow simple quiet market little".split()
 
 
-def write_pairs(path, n=160, seed=0):
-    """Synthetic preference pairs with a learnable preference: a kind answer (chosen) vs a rude one
-    (rejected), each from 4 templates plus random filler words, so a random model's scores do not
-    order every pair the same way. The preference in a few dozen pairs of the HH slice is too
-    subtle for a randomly initialised 1M-parameter model: after a dozen steps held-out accuracy
-    there moves by chance, up or down, with the data split (checked on several seeds and splits)."""
-    import random
-
-    rng = random.Random(seed)
-
-    def filler(k):
-        return " ".join(rng.choice(WORDS) for _ in range(k))
-
-    with open(path, "w") as f:
-        for i in range(n):
-            f.write(json.dumps({"prompt": f"Question {i}: what about the {filler(3)}?",
-                                "chosen": f"{rng.choice(GOOD)} {filler(5)}.",
-                                "rejected": f"{rng.choice(BAD)} {filler(5)}."}) + "\n")
-    return path
-
-
-@pytest.fixture
-def registry(monkeypatch):
-    """The registry with the new built-ins, through their entry points once installed, else ALIGNKIT_PLUGINS."""
-    from alignkit.registry import build_registry
-
-    installed = {ep.name for ep in entry_points(group="alignkit.plugins")}
-    missing = [f"alignkit.plugins.{n}" for n in NEW_PLUGINS if n not in installed]
-    monkeypatch.setenv("ALIGNKIT_PLUGINS", ",".join(missing))
-    return build_registry()
-
-
-def _sig(x):
-    return 1 / (1 + math.exp(-x))
 
 
 def test_kto_reference_point_by_hand():
@@ -87,11 +41,11 @@ def test_kto_loss_by_hand():
     z = torch.tensor(0.5, requires_grad=True)
     loss, m = kto_loss(pol, ref, torch.tensor([True, False]), z, beta=0.5, desirable_weight=1.0,
                        undesirable_weight=2.0)
-    want = ((1 - _sig(0.25)) + 2 * (1 - _sig(0.75))) / 2
+    want = ((1 - sig(0.25)) + 2 * (1 - sig(0.75))) / 2
     assert loss.item() == pytest.approx(want, abs=1e-6)
     assert loss.item() == pytest.approx(0.539732, abs=1e-5)
     loss.backward()
-    dsig = lambda x: _sig(x) * (1 - _sig(x))  # noqa: E731
+    dsig = lambda x: sig(x) * (1 - sig(x))  # noqa: E731
     assert pol.grad[0].item() == pytest.approx(-0.5 * dsig(0.25) / 2, abs=1e-6)
     assert pol.grad[1].item() == pytest.approx(2 * 0.5 * dsig(0.75) / 2, abs=1e-6)
     assert pol.grad[0] < 0 < pol.grad[1]

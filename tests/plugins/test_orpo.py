@@ -1,30 +1,15 @@
 """ORPO plugin: the loss against hand arithmetic (and its stability), config range checks, a
 short run whose held-out preference accuracy rises."""
 import math
-from importlib.metadata import entry_points
 
 import pytest
 import torch
 
 from alignkit.errors import UserError
 from alignkit.plugins.orpo.loss import log_odds, orpo_loss
-
-NEW_PLUGINS = ("kto", "orpo", "simpo")
-#: a quick run on the small HH slice: 40 held-out pairs, short sequences, constant LR
-FAST = ["data.sources.0.max_examples=120", "data.sources.0.eval_size=40", "data.max_length=64",
-        "data.max_prompt_length=32", "trainer.batch_size=8", "trainer.lr=3e-3", "trainer.lr_scheduler=constant",
-        "trainer.max_steps=12"]
+from .common import FAST, registry, sig, write_pairs  # noqa: F401 - registry is a fixture
 
 
-@pytest.fixture
-def registry(monkeypatch):
-    """The registry with the new built-ins, through their entry points once installed, else ALIGNKIT_PLUGINS."""
-    from alignkit.registry import build_registry
-
-    installed = {ep.name for ep in entry_points(group="alignkit.plugins")}
-    missing = [f"alignkit.plugins.{n}" for n in NEW_PLUGINS if n not in installed]
-    monkeypatch.setenv("ALIGNKIT_PLUGINS", ",".join(missing))
-    return build_registry()
 
 
 def test_orpo_loss_by_hand():
