@@ -83,8 +83,9 @@ class RunContext:
     policy: Any = None  #: the trained model (``transformers`` model, maybe wrapped by peft)
     reference: Any = None  #: :class:`alignkit.models.ReferenceModel` when the algorithm needs one
     accelerator: Any = None
-    registry: Any = None  #: :class:`alignkit.registry.Registry`
-    trainer: Any = None  #: :class:`alignkit.trainer.Trainer`
+    #: the run's plugin registry and trainer: the core's, not part of the plugin API (use the methods below)
+    _registry: Any = field(default=None, repr=False)
+    _trainer: Any = field(default=None, repr=False)
     extra: dict = field(default_factory=dict)  #: free space for plugins
 
     @property
@@ -106,7 +107,7 @@ class RunContext:
         Compute every loss that will be backpropagated (and, under FSDP, anything that reads the
         policy's weights: evaluation, generation) through it: DDP then averages the gradients and
         FSDP gathers the sharded weights. In a one-process run it simply calls ``fn``."""
-        return self.trainer.forward(fn, *args, **kwargs)
+        return self._trainer.forward(fn, *args, **kwargs)
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum of ``tensor`` over all processes (itself in a one-process run), for statistics an
@@ -117,19 +118,19 @@ class RunContext:
 
     def backward(self, loss: torch.Tensor) -> None:
         """Backpropagate ``loss`` (scaled for mixed precision when needed)."""
-        self.trainer.backward(loss)
+        self._trainer.backward(loss)
 
     def optimizer_step(self) -> dict[str, float]:
         """Clip gradients, step optimiser and LR schedule, zero gradients.
         Returns ``{"grad_norm": ..., "lr": ...}``."""
-        return self.trainer.optimizer_step()
+        return self._trainer.optimizer_step()
 
     def log(self, metrics: dict[str, float], step: int | None = None) -> None:
         """Write extra metrics (names with a ``/``, e.g. ``rollout/score``)."""
-        self.trainer.log_metrics(metrics, step=step)
+        self._trainer.log_metrics(metrics, step=step)
 
     def reward_function(self, name: str) -> Callable[..., list[float]]:
-        return self.registry.reward_function(name)
+        return self._registry.reward_function(name)
 
     # -- log-probs that honour model.fused_logprobs -------------------------------
     @property

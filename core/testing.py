@@ -113,15 +113,15 @@ def make_run(overrides: Sequence[str] = (), *, algo: Any = None, model: str = "t
         spec = registry.algorithm(cfg.algo.name)
     cls = spec.algorithm_class
     out = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="alignkit-test-"))
-    run = RunContext(cfg=cfg, output_dir=out, registry=registry,
+    run = RunContext(cfg=cfg, output_dir=out, _registry=registry,
                      accelerator=SimpleNamespace(device=torch.device("cpu"), is_main_process=True,
                                                  num_processes=1))
-    run.trainer = _MiniTrainer(run, float(cfg.trainer.lr), float(cfg.trainer.weight_decay))
+    run._trainer = _MiniTrainer(run, float(cfg.trainer.lr), float(cfg.trainer.weight_decay))
     torch.manual_seed(seed)
     run.tokenizer = build_tokenizer(cfg.model)
     run.policy = build_model(cfg.model, kind=cls.model_kind, tokenizer=run.tokenizer)
     run.policy.train()
-    run.trainer.modules.append(run.policy)
+    run._trainer.modules.append(run.policy)
     if cls.needs_reference if reference is None else reference:
         run.reference = ReferenceModel(run.policy)
     return run
@@ -135,12 +135,12 @@ def make_algorithm(spec_or_name: Any, overrides: Sequence[str] = (), *, run: Any
     from omegaconf import OmegaConf
 
     run = run or make_run(overrides, algo=spec_or_name, **kw)
-    spec, _ = _resolve(spec_or_name, run.registry)
+    spec, _ = _resolve(spec_or_name, run._registry)
     node = run.cfg.algo
     typed = OmegaConf.to_object(node) if dataclasses.is_dataclass(OmegaConf.get_type(node)) else node
     algorithm = spec.algorithm_class(typed, run)
     algorithm.setup()
-    run.trainer.modules.extend(algorithm.extra_modules())
+    run._trainer.modules.extend(algorithm.extra_modules())
     return algorithm
 
 

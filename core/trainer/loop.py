@@ -206,7 +206,7 @@ class Trainer:
         self.run_dir, self.resume_from = Path(plan[0]), plan[1]
         self.created_root = _topmost_missing(self.run_dir) if plan[2] else None
         self.step_callback = step_callback
-        self.run = RunContext(cfg=cfg, output_dir=self.run_dir, accelerator=acc, registry=self.registry, trainer=self)
+        self.run = RunContext(cfg=cfg, output_dir=self.run_dir, accelerator=acc, _registry=self.registry, _trainer=self)
         self.logger: MetricsLogger | None = None
         self._log_buffer: dict[int, dict] = {}
         self._signal: int | None = None

@@ -22,7 +22,7 @@ FAST = ["trainer.eval_at_start=false", "trainer.eval_steps=0", "trainer.max_eval
 REWARD = ["algo.reward.function=char_frequency", "algo.generation.max_new_tokens=8", "algo.generation.top_k=20"]
 
 CASES = {
-    "ppo": ["trainer.batch_size=8", "trainer.lr=1e-2", "algo.ppo_epochs=2", "algo.kl_coef=0.01"],
+    "ppo": ["trainer.batch_size=8", "trainer.lr=5e-3", "algo.ppo_epochs=2", "algo.kl_coef=0.01"],
     "grpo": ["trainer.batch_size=4", "trainer.lr=1e-2", "algo.num_samples=4"],
     "rloo": ["trainer.batch_size=4", "trainer.lr=1e-2", "algo.num_samples=4"],
     "raft": ["trainer.batch_size=4", "trainer.lr=5e-3", "algo.num_samples=4"],
