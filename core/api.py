@@ -18,7 +18,7 @@ from alignkit.data.collate import pad as pad_sequences
 from alignkit.data.formats import HH_ASSISTANT, HH_HUMAN, DataFormatSpec, DatasetPreset, FormatError, parse_hh_dialogue
 from alignkit.data.tokenize import IGNORE, STATS, tokenize_example
 from alignkit.errors import UserError
-from alignkit.metrics import preference_accuracy
+from alignkit.metrics import preference_accuracy, preference_metrics
 from alignkit.modeling import hidden_states, lm_head, reward_scores, sequence_logprobs, token_logprobs
 from alignkit.modeling import unwrap as unwrap_model
 from alignkit.rollout import (OnlineAlgorithm, RewardConfig, RewardScorer, Rollout, SamplingConfig, generate,
@@ -36,7 +36,7 @@ __all__ = [
     "IGNORE", "STATS", "tokenize_example", "collate", "pad_sequences",
     # models and metrics
     "token_logprobs", "sequence_logprobs", "reward_scores", "hidden_states", "lm_head", "unwrap_model",
-    "preference_accuracy",
+    "preference_accuracy", "preference_metrics",
     # online methods
     "OnlineAlgorithm", "RewardConfig", "SamplingConfig", "Rollout", "generate", "generate_from_prompts",
     "RewardScorer", "load_reward_model", "MetricMeans", "minibatches",

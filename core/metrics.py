@@ -12,3 +12,20 @@ def preference_accuracy(chosen_scores: torch.Tensor, rejected_scores: torch.Tens
     """
     wins = (chosen_scores > rejected_scores).float() + 0.5 * (chosen_scores == rejected_scores).float()
     return float(wins.mean()) if wins.numel() else float("nan")
+
+
+def preference_metrics(r_chosen: torch.Tensor, r_rejected: torch.Tensor, logp_chosen: torch.Tensor,
+                       logp_rejected: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The metrics every pairwise preference loss reports, from per-pair rewards ``[B]`` and the
+    policy's sequence log-probs ``[B]`` (batch means, detached): ``rewards/chosen``,
+    ``rewards/rejected``, ``rewards/margins``, ``rewards/accuracies`` (:func:`preference_accuracy`),
+    ``logps/chosen``, ``logps/rejected``."""
+    r_c, r_r = r_chosen.detach(), r_rejected.detach()
+    return {
+        "rewards/chosen": r_c.mean(),
+        "rewards/rejected": r_r.mean(),
+        "rewards/margins": (r_c - r_r).mean(),
+        "rewards/accuracies": torch.tensor(preference_accuracy(r_c, r_r)),
+        "logps/chosen": logp_chosen.detach().mean(),
+        "logps/rejected": logp_rejected.detach().mean(),
+    }

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from alignkit import ops
-from alignkit.metrics import preference_accuracy
+from alignkit.metrics import preference_metrics
 
 LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust")
 
@@ -44,11 +44,4 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
     eps = 0.0 if loss_type == "ipo" else label_smoothing
     losses, r_c, r_r = ops.dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=beta,
                                     loss_type=loss_type, label_smoothing=eps)
-    return losses.mean(), {
-        "rewards/chosen": r_c.mean().detach(),
-        "rewards/rejected": r_r.mean().detach(),
-        "rewards/margins": (r_c - r_r).mean().detach(),
-        "rewards/accuracies": torch.tensor(preference_accuracy(r_c.detach(), r_r.detach())),
-        "logps/chosen": policy_chosen.mean().detach(),
-        "logps/rejected": policy_rejected.mean().detach(),
-    }
+    return losses.mean(), preference_metrics(r_c, r_r, policy_chosen, policy_rejected)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from alignkit.api import preference_accuracy
+from alignkit.api import preference_metrics
 
 
 def simpo_loss(chosen_mean: torch.Tensor, rejected_mean: torch.Tensor, *, beta: float = 2.0, gamma: float = 0.5,
@@ -26,11 +26,4 @@ def simpo_loss(chosen_mean: torch.Tensor, rejected_mean: torch.Tensor, *, beta: 
     r_c, r_r = beta * chosen_mean, beta * rejected_mean
     h = r_c - r_r - gamma
     losses = -(1 - label_smoothing) * F.logsigmoid(h) - label_smoothing * F.logsigmoid(-h)
-    return losses.mean(), {
-        "rewards/chosen": r_c.mean().detach(),
-        "rewards/rejected": r_r.mean().detach(),
-        "rewards/margins": (r_c - r_r).mean().detach(),
-        "rewards/accuracies": torch.tensor(preference_accuracy(r_c.detach(), r_r.detach())),
-        "logps/chosen": chosen_mean.mean().detach(),
-        "logps/rejected": rejected_mean.mean().detach(),
-    }
+    return losses.mean(), preference_metrics(r_c, r_r, chosen_mean, rejected_mean)
