@@ -158,16 +158,56 @@ class RunContext:
             return model.sequence_logprobs(input_ids, attention_mask, labels, **kw)
         return modeling.sequence_logprobs(model, input_ids, attention_mask, labels, **kw)
 
+    def packed_pairs(self, batch: dict):
+        """The batch's pairs packed one row per pair (:func:`alignkit.pairs.pack_pairs`), made once per batch,
+        or ``None`` when ``model.shared_prompt`` is off, the attention cannot take a 4-D mask, or the pairs
+        do not share their prompts."""
+        if not self.cfg.model.shared_prompt or self.cfg.model.attn_implementation not in ("eager", "sdpa"):
+            return None
+        if "_packed" not in batch:
+            from alignkit.pairs import pack_pairs
+
+            batch["_packed"] = pack_pairs(batch)
+        return batch["_packed"]
+
     def pair_logprobs(self, model: Any, batch: dict, **kw) -> dict[str, tuple]:
-        """Sequence log-probs of a ``preference`` batch's chosen and rejected responses from one
-        ``[2B, T]`` forward: ``{"sum": (chosen [B], rejected [B]), "mean": (...), "ntokens": (...)}``."""
+        """Sequence log-probs of a ``preference`` batch's chosen and rejected responses:
+        ``{"sum": (chosen [B], rejected [B]), "mean": (...), "ntokens": (...)}``. One packed forward per
+        pair when ``model.shared_prompt`` is on (:mod:`alignkit.pairs`), else one ``[2B, T]`` forward; the
+        precomputed table when the reference was precomputed (``trainer.precompute_reference``)."""
         import torch
 
+        if model is self.reference and self.reference.precomputed:
+            return self.reference.pair_logprobs(batch)
+        packed = self.packed_pairs(batch) if set(kw) <= {"temperature"} else None
+        if packed is not None:
+            from alignkit.pairs import packed_pair_logprobs
+
+            if model is self.reference:
+                with torch.no_grad(), model.active():
+                    return packed_pair_logprobs(model.model, packed, **kw)
+            return packed_pair_logprobs(model, packed, **kw)
         ids = torch.cat([batch["chosen_input_ids"], batch["rejected_input_ids"]])  # [2B, T]
         mask = torch.cat([batch["chosen_attention_mask"], batch["rejected_attention_mask"]])  # [2B, T]
         labels = torch.cat([batch["chosen_labels"], batch["rejected_labels"]])  # [2B, T]
         out = self.sequence_logprobs(model, ids, mask, labels, **kw)
         return {k: tuple(out[k].chunk(2)) for k in ("sum", "mean", "ntokens")}
+
+    def pair_rewards(self, model: Any, batch: dict) -> tuple:
+        """Scalar rewards ``(chosen [B], rejected [B])`` of a sequence classifier on a ``preference``
+        batch, packed one row per pair when ``model.shared_prompt`` is on."""
+        import torch
+
+        from alignkit import modeling
+
+        packed = self.packed_pairs(batch)
+        if packed is not None:
+            from alignkit.pairs import packed_pair_rewards
+
+            return packed_pair_rewards(model, packed)
+        ids = torch.cat([batch["chosen_input_ids"], batch["rejected_input_ids"]])  # [2B, T]
+        mask = torch.cat([batch["chosen_attention_mask"], batch["rejected_attention_mask"]])  # [2B, T]
+        return tuple(modeling.reward_scores(model, ids, mask).chunk(2))
 
 
 class Algorithm:

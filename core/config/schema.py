@@ -91,6 +91,7 @@ class ModelConfig:
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     fused_logprobs: bool = True  # lm_head fused with the log-prob gather (no [B, T, V] logits)
+    shared_prompt: bool = True  # preference pairs: one packed forward per pair, the prompt once (alignkit.pairs)
 
     def __post_init__(self) -> None:
         check(self, source="one of tiny|smollm2|hf", dtype="one of float32|bfloat16|float16",
@@ -164,6 +165,9 @@ class TrainerConfig:
     num_threads: int = 0  # torch intra-op threads (0: torch's default)
     deterministic: bool = True
     progress: bool = True  # tqdm progress bar
+    #: preference algorithms: the reference's log-probs of every pair computed once before step 1 (cached on
+    #: disk), so no reference model is in memory while training
+    precompute_reference: bool = False
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def __post_init__(self) -> None:

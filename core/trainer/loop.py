@@ -243,9 +243,12 @@ class Trainer:
         policy.to(acc.device)  # before data: prepare_examples may sample with it
         self.run.policy = policy
         self.algorithm = algo_cls(_algo_config(cfg), self.run)
-        if algo_cls.needs_reference:
+        precompute = algo_cls.needs_reference and tcfg.precompute_reference
+        if algo_cls.needs_reference and not precompute:
             self.run.reference = ReferenceModel(policy).to(acc.device)  # per process, never wrapped
         train_feats, self.eval_features = self._load_data()
+        if precompute:
+            self.run.reference = ReferenceModel(None, self._reference_table(train_feats))
         self.algorithm.setup()  # models and data exist; extra modules may be built here
         modules = [policy] + list(self.algorithm.extra_modules())
         for extra in modules[1:]:
@@ -264,7 +267,11 @@ class Trainer:
             self.wrapped = None
         params = [p for p in self.container.parameters() if p.requires_grad]
         if tcfg.optimizer == "adamw":
-            opt = torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay, betas=tuple(tcfg.adam_betas))
+            # the fused kernel updates every parameter in one pass (on CPU ~10x faster than the default
+            # multi-tensor path for a 135M-parameter model); FSDP's sharded parameters keep the default
+            fused = self.strategy != "fsdp" and all(p.is_floating_point() for p in params)
+            opt = torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay, betas=tuple(tcfg.adam_betas),
+                                    fused=fused or None)
         else:
             opt = torch.optim.SGD(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
         sched = get_scheduler(tcfg.lr_scheduler, opt, num_warmup_steps=tcfg.warmup_steps,
@@ -283,6 +290,34 @@ class Trainer:
             if self.state.metrics or self.state.step:
                 self.logger.restore_history()
         acc.wait_for_everyone()
+
+    def _reference_table(self, train_feats) -> dict:
+        """The precomputed reference log-probs (``trainer.precompute_reference``): the run folder's copy
+        when resuming, else computed from the starting policy (or read from the disk cache) and copied
+        into the run folder."""
+        from safetensors.torch import load_file, save_file
+
+        from alignkit.models.reference import REFERENCE_FILE, precompute_pair_logprobs
+
+        kinds = {self.spec.algorithm_class.data_kind, self.eval_kind}
+        if kinds != {"preference"}:
+            raise UserError(f"trainer.precompute_reference needs preference pairs, and algo={self.cfg.algo.name} "
+                            f"reads {'/'.join(sorted(kinds))} batches", "set trainer.precompute_reference=false")
+        saved = self.run_dir / REFERENCE_FILE
+        if self.resume_from is not None:
+            if not saved.is_file():
+                raise UserError(f"the run to resume has no {REFERENCE_FILE}, and its policy is no longer the reference",
+                                "resume with trainer.precompute_reference=false, as the run was started")
+            return load_file(str(saved))
+        extra = {"shared_prompt": self.cfg.model.shared_prompt, "fused": self.cfg.model.fused_logprobs,
+                 "attn": self.cfg.model.attn_implementation, "mixed_precision": self.cfg.trainer.mixed_precision,
+                 "world": self.accelerator.num_processes}
+        with self.accelerator.autocast():
+            table = precompute_pair_logprobs(self.run, {"train": train_feats, "eval": self.eval_features},
+                                             self.algorithm.collate, self.cfg.trainer.eval_batch_size, extra)
+        if self.is_main:
+            save_file(table, str(saved))
+        return table
 
     def _remove_stale_partials(self) -> None:
         """Leftovers of an interrupted save (``*.partial`` / ``*.tmp`` folders) are never valid."""
@@ -437,6 +472,7 @@ class Trainer:
             chunk = [self.eval_features[j] for j in range(i, min(i + bs, hi))]
             batch = self.to_device(self.algorithm.collate(chunk, self.eval_kind))
             batch["index"] = torch.arange(i, i + len(chunk), device=acc.device)  # [b]
+            batch["split"] = "eval"
             with torch.no_grad(), acc.autocast():
                 metrics = self.forward(self.algorithm.evaluate, batch)
             for k, v in metrics.items():

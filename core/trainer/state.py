@@ -65,6 +65,7 @@ class BatchStream:
         mine = chunk[self.rank * per: (self.rank + 1) * per]
         batch = self.collate([self.features[i] for i in mine])
         batch["index"] = torch.tensor(mine, dtype=torch.long)  # [b]
+        batch["split"] = "train"
         return batch
 
     @property

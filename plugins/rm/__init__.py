@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from alignkit import hookimpl
-from alignkit.api import Algorithm, AlgorithmSpec, check, preference_accuracy, reward_scores
+from alignkit.api import Algorithm, AlgorithmSpec, check, preference_accuracy
 from alignkit.losses import bradley_terry_loss
 
 
@@ -24,10 +24,7 @@ class RewardModel(Algorithm):
     model_kind = "reward"
 
     def rewards(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        ids = torch.cat([batch["chosen_input_ids"], batch["rejected_input_ids"]])  # [2B, T]
-        mask = torch.cat([batch["chosen_attention_mask"], batch["rejected_attention_mask"]])  # [2B, T]
-        r = reward_scores(self.run.policy, ids, mask)  # [2B]
-        return r.chunk(2)
+        return self.run.pair_rewards(self.run.policy, batch)  # [B] each
 
     def compute_loss(self, batch):
         r_c, r_r = self.rewards(batch)  # [B] each
