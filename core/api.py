@@ -18,6 +18,7 @@ from alignkit.data.collate import pad as pad_sequences
 from alignkit.data.formats import HH_ASSISTANT, HH_HUMAN, DataFormatSpec, DatasetPreset, FormatError, parse_hh_dialogue
 from alignkit.data.tokenize import IGNORE, STATS, tokenize_example
 from alignkit.errors import UserError
+from alignkit.evaluation.spec import EvalMetricSpec
 from alignkit.metrics import preference_accuracy, preference_metrics
 from alignkit.modeling import hidden_states, lm_head, reward_scores, sequence_logprobs, token_logprobs
 from alignkit.modeling import unwrap as unwrap_model
@@ -40,4 +41,6 @@ __all__ = [
     # online methods
     "OnlineAlgorithm", "RewardConfig", "SamplingConfig", "Rollout", "generate", "generate_from_prompts",
     "RewardScorer", "load_reward_model", "MetricMeans", "minibatches",
+    # alignkit eval
+    "EvalMetricSpec",
 ]

@@ -7,3 +7,10 @@ from alignkit.data.formats import BUILTIN_FORMATS
 @hookimpl
 def alignkit_register_data_formats():
     return list(BUILTIN_FORMATS)
+
+
+@hookimpl
+def alignkit_register_eval_metrics():
+    from alignkit.evaluation.generation_metrics import BUILTIN_METRICS
+
+    return list(BUILTIN_METRICS)

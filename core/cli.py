@@ -17,6 +17,8 @@ commands:
                           mix (`alignkit data` lists the steps)
   bench [op ...]          time alignkit's ops against eager PyTorch (and TRL / Liger when installed)
   profile [overrides ...] a few training steps under torch.profiler: Chrome trace + top ops
+  eval <run|model> [...]  held-out preference accuracy, generations vs the reference, reward win rate, KL
+                          (writes <run>/eval/: eval.json, eval.md, eval.png; `alignkit eval --help`)
 
 examples:
   alignkit train
@@ -40,9 +42,9 @@ model). Docs: README.md.
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alignkit", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                usage="alignkit {train,list,data,bench,profile} [args ...]")
+                                usage="alignkit {train,list,data,bench,profile,eval} [args ...]")
     p.add_argument("--version", action="store_true", help="print the version and exit")
-    p.add_argument("command", nargs="?", choices=["train", "list", "data", "bench", "profile"], help=argparse.SUPPRESS)
+    p.add_argument("command", nargs="?", choices=["train", "list", "data", "bench", "profile", "eval"], help=argparse.SUPPRESS)
     p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return p
 
@@ -196,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"alignkit {__version__}")
         return 0
-    if not argv or argv[0] not in ("train", "list", "data", "bench", "profile"):
+    if not argv or argv[0] not in ("train", "list", "data", "bench", "profile", "eval"):
         _parser().print_help()
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     cmd, rest = argv[0], argv[1:]
@@ -219,6 +221,10 @@ def _run_command(cmd: str, rest: list[str]) -> int:
         from alignkit.datagen.cli import main as data_main
 
         return data_main(rest)
+    if cmd == "eval":
+        from alignkit.evaluation.run import main as eval_main
+
+        return eval_main(rest)
     if cmd == "bench":
         from alignkit.bench import main as bench_main
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from alignkit.algorithm import AlgorithmSpec, RunContext
     from alignkit.data.formats import DataFormatSpec, DatasetPreset
     from alignkit.datagen.spec import DataStepSpec
+    from alignkit.evaluation.spec import EvalMetricSpec
 
 hookspec = pluggy.HookspecMarker("alignkit")
 
@@ -85,6 +86,20 @@ def alignkit_register_data_steps() -> list[DataStepSpec]:
     one-line description shown by ``alignkit data``. The built-in steps
     (``self-instruct``, ``score``, ``select``, ``pairs``, ``dedup``, ``mix``) register
     through this hook too.
+    """
+
+
+@hookspec
+def alignkit_register_eval_metrics() -> list[EvalMetricSpec]:
+    """Return generation metrics for ``alignkit eval``.
+
+    An :class:`alignkit.api.EvalMetricSpec` names the metric and gives
+    ``fn(prompts, policy, reference) -> dict[str, float]``: the held-out prompts (raw, as
+    the data gave them), the policy's responses and the reference's responses to them
+    (decoded strings without the stop token; ``reference`` is ``None`` when the evaluation
+    has no reference model). Each returned value is reported as ``<name>/<key>`` in
+    ``eval.json`` and ``eval.md``. The built-in ``distinct`` metric (distinct-1/2)
+    registers through this hook too; two plugins claiming one name is an error.
     """
 
 

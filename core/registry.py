@@ -119,6 +119,7 @@ class Registry:
     data_formats: dict[str, tuple[Any, str]] = field(default_factory=dict)
     datasets: dict[str, tuple[Any, str]] = field(default_factory=dict)
     reward_functions: dict[str, tuple[Callable, str]] = field(default_factory=dict)
+    eval_metrics: dict[str, tuple[Any, str]] = field(default_factory=dict)  #: ``alignkit eval`` metrics
     broken: list = field(default_factory=list)  #: ``(plugin, error)`` of a tolerant build
 
     # -- lookups ---------------------------------------------------------------
@@ -198,6 +199,7 @@ def build_registry(disabled: Iterable[str] = (), extra_modules: Iterable[str] = 
     _collect(pm, "alignkit_register_datasets", "dataset preset", reg.datasets, lambda s: s.name, broken)
     _collect(pm, "alignkit_register_reward_functions", "reward function", reg.reward_functions,
              lambda f: f.__name__, broken)
+    _collect(pm, "alignkit_register_eval_metrics", "eval metric", reg.eval_metrics, lambda s: s.name, broken)
     reg.broken = broken or []
     return reg
 

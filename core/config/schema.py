@@ -13,7 +13,8 @@ from typing import Any, Dict, List, Optional
 from omegaconf import MISSING
 
 __all__ = ["check", "ConfigValueError", "TinyModelConfig", "LoraConfig", "ModelConfig", "DataSource", "DataConfig",
-           "DistributedConfig", "TrainerConfig", "LoggerConfig", "PluginsConfig", "OpsConfig", "RunConfig"]
+           "DistributedConfig", "TrainerConfig", "LoggerConfig", "PluginsConfig", "OpsConfig", "EvalGenerationConfig",
+           "EvalJudgeConfig", "EvalLmEvalConfig", "EvalConfig", "RunConfig"]
 
 
 class ConfigValueError(ValueError):
@@ -180,11 +181,39 @@ class TrainerConfig:
             raise ConfigValueError("adam_betas", list(self.adam_betas), "two numbers in [0, 1)")
 
 
+#: experiment trackers of the logger group: config key -> (accelerate's availability check, package, extra)
+TRACKERS = {"mlflow": ("is_mlflow_available", "MLflow", "mlflow"),
+            "wandb": ("is_wandb_available", "Weights & Biases", "wandb")}
+
+
 @dataclass
 class LoggerConfig:
     tensorboard: bool = True
     jsonl: bool = True
     plot: bool = True  # curves.png at the end of the run
+    mlflow: bool = False  # an MLflow run (accelerate's MLflowTracker): the config as params, every logged metric
+    wandb: bool = False  # a Weights & Biases run (accelerate's WandBTracker): the config, every logged metric
+    project: str = "alignkit"  # MLflow experiment / W&B project
+    run_name: Optional[str] = None  # tracker run name; None: the run folder's name
+    mlflow_tracking_uri: Optional[str] = None  # None: $MLFLOW_TRACKING_URI, else a file store in <run>/mlruns
+    wandb_mode: Optional[str] = None  # online | offline | disabled; None: WANDB_MODE, else W&B's default (online)
+
+    def __post_init__(self) -> None:
+        check(self, wandb_mode="one of online|offline|disabled")
+        for key, (available, package, extra) in TRACKERS.items():
+            if getattr(self, key) and not _tracker_available(available):
+                from alignkit.errors import UserError
+
+                raise UserError(f"logger.{key}=true needs {package}, which is not installed",
+                                f"pip install 'alignkit[{extra}]' (or set logger.{key}=false)")
+
+
+def _tracker_available(check_name: str) -> bool:
+    """accelerate's own check (``accelerate.utils.imports.is_mlflow_available``, ...), so a package
+    accepted here is one accelerate's tracker accepts."""
+    from accelerate.utils import imports
+
+    return bool(getattr(imports, check_name)())
 
 
 @dataclass
@@ -201,6 +230,70 @@ class OpsConfig:
 
 
 @dataclass
+class EvalGenerationConfig:
+    """``eval.generation``: responses sampled on held-out prompts by the policy and the reference."""
+
+    num_prompts: int = 16  # held-out prompts to generate for (the first N of the held-out pairs; 0: no generation)
+    max_new_tokens: int = 64  # response length cap
+    temperature: float = 1.0  # sampling temperature; 0 = greedy (1 keeps the sequence-KL estimate unbiased)
+    top_k: int = 0  # keep the k most likely tokens (0 = off)
+    top_p: float = 1.0  # nucleus sampling mass (1 = off)
+    seed: Optional[int] = None  # sampling seed (each prompt's noise keyed by it); null: the run's trainer.seed
+    batch_size: int = 8  # prompts per generate call
+
+    def __post_init__(self) -> None:
+        check(self, num_prompts=">= 0", max_new_tokens=">= 1", temperature=">= 0", top_k=">= 0", top_p="in (0, 1]",
+              seed=">= 0", batch_size=">= 1")
+
+
+@dataclass
+class EvalJudgeConfig:
+    """``eval.judge``: pairwise LLM judge of policy vs reference responses (alignkit.evaluation.judge)."""
+
+    model_path: Optional[str] = None  # a local causal LM folder (or hub name) used as the judge; null: no judge
+    batch_size: int = 4  # judge prompts per forward pass
+    template: Optional[str] = None  # judge prompt: null (built-in 'pairwise'), a format string, or file:<path>
+
+    def __post_init__(self) -> None:
+        check(self, batch_size=">= 1")
+
+
+@dataclass
+class EvalLmEvalConfig:
+    """``eval.lm_eval``: lm-evaluation-harness tasks on the evaluated model (pip install 'alignkit[eval]')."""
+
+    tasks: List[str] = field(default_factory=list)  # task names; empty: no benchmarks
+    include_path: Optional[str] = None  # folder of task YAML files of your own
+    limit: Optional[int] = None  # at most this many examples per task (null: all)
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        check(self, limit=">= 1", batch_size=">= 1")
+
+
+@dataclass
+class EvalConfig:
+    """``eval.*``: what ``alignkit eval <run folder | model path>`` measures and where it writes."""
+
+    reference: Optional[str] = None  # reference model folder; null: a run's starting model (none for a bare model)
+    reward_model: Optional[str] = None  # an algo=rm run's final/ folder: accuracy by reward, win rate, mean reward
+    reward_function: Optional[str] = None  # a registered reward function for the generations (alignkit list)
+    reward_kwargs: Dict[str, Any] = field(default_factory=dict)  # its arguments: +eval.reward_kwargs.<name>=<value>
+    max_examples: Optional[int] = None  # held-out pairs scored; null: the run's trainer.max_eval_examples (all if null)
+    batch_size: Optional[int] = None  # pairs per log-prob batch; null: trainer.eval_batch_size
+    output_dir: Optional[str] = None  # null: <run>/eval, or trainer.output_dir/eval/<time>_<model> for a model path
+    overwrite: bool = False  # replace an existing output folder
+    samples_shown: int = 8  # generations shown side by side in eval.md
+    progress: bool = True  # tqdm progress bars
+    generation: EvalGenerationConfig = field(default_factory=EvalGenerationConfig)
+    judge: EvalJudgeConfig = field(default_factory=EvalJudgeConfig)
+    lm_eval: EvalLmEvalConfig = field(default_factory=EvalLmEvalConfig)
+
+    def __post_init__(self) -> None:
+        check(self, max_examples=">= 1", batch_size=">= 1", samples_shown=">= 0")
+
+
+@dataclass
 class RunConfig:
     algo: Any = MISSING
     model: ModelConfig = MISSING
@@ -210,3 +303,4 @@ class RunConfig:
     plugins: PluginsConfig = field(default_factory=PluginsConfig)
     ops: OpsConfig = field(default_factory=OpsConfig)
     stages: List[Any] = field(default_factory=list)  # multi-stage pipelines (experiment=instructgpt)
+    eval: EvalConfig = field(default_factory=EvalConfig)  # alignkit eval (docs/evaluation.md)

@@ -1,4 +1,5 @@
-"""Run outputs: ``metrics.jsonl``, TensorBoard events and ``curves.png``."""
+"""Run outputs: ``metrics.jsonl``, TensorBoard events, ``curves.png`` and, when enabled, MLflow / W&B runs
+(:mod:`alignkit.trainer.trackers`)."""
 from __future__ import annotations
 
 import json
@@ -9,12 +10,14 @@ from pathlib import Path
 
 class MetricsLogger:
     """Writes one JSON object per logged step (``{"step": N, "train/loss": ...}``)
-    to ``metrics.jsonl``, the same scalars to TensorBoard, and keeps the history
-    for :meth:`plot`."""
+    to ``metrics.jsonl``, the same scalars to TensorBoard and to the MLflow / W&B runs
+    ``logger.mlflow`` / ``logger.wandb`` ask for, and keeps the history for :meth:`plot`."""
 
-    def __init__(self, run_dir: Path, cfg, resume_step: int = 0):
+    def __init__(self, run_dir: Path, cfg, resume_step: int = 0, run_config=None):
         """``resume_step``: the step a resumed run continues after; rows and events of later steps
-        (written before the interruption) are dropped, so no step is logged twice."""
+        (written before the interruption) are dropped, so no step is logged twice (trackers cannot
+        drop them: see :mod:`alignkit.trainer.trackers`). ``run_config``: the run's config, stored
+        by the trackers (default: the run folder's ``config.yaml``)."""
         self.run_dir = Path(run_dir)
         self.cfg = cfg
         self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)
@@ -26,6 +29,20 @@ class MetricsLogger:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=resume_step + 1)
+        self._trackers = None
+        if getattr(cfg, "mlflow", False) or getattr(cfg, "wandb", False):
+            from alignkit.trainer.trackers import open_trackers
+
+            self._trackers = open_trackers(self.run_dir, cfg, self._plain_config(run_config))
+
+    def _plain_config(self, run_config) -> dict:
+        from omegaconf import DictConfig, OmegaConf
+
+        if run_config is None and (self.run_dir / "config.yaml").is_file():
+            run_config = OmegaConf.load(self.run_dir / "config.yaml")
+        if isinstance(run_config, DictConfig):
+            return OmegaConf.to_container(run_config, resolve=True)
+        return dict(run_config or {})
 
     def _truncate(self, resume_step: int) -> list[dict]:
         """Keep the rows of steps up to ``resume_step`` (0 keeps the step-0 evaluation only when resuming)."""
@@ -50,6 +67,8 @@ class MetricsLogger:
         if self._jsonl is not None:
             self._jsonl.write(json.dumps({"step": step, **clean}) + "\n")
             self._jsonl.flush()
+        if self._trackers is not None:
+            self._trackers.log(step, clean)
 
     def plot(self, path: Path | None = None) -> Path | None:
         """Training curves, one panel per metric (train and eval of one name share a panel)."""
@@ -90,3 +109,6 @@ class MetricsLogger:
             self._jsonl.close()
         if self._tb is not None:
             self._tb.close()
+        if self._trackers is not None:
+            self._trackers.close()
+            self._trackers = None

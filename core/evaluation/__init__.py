@@ -1,0 +1,1 @@
+"""Evaluation of trained models: preference and generation metrics, a pairwise LLM judge, lm-eval tasks."""
