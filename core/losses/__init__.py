@@ -15,6 +15,7 @@ from alignkit.losses.ppo import (  # noqa: F401
     group_advantages,
     kl_per_token,
     masked_whiten_across,
+    ScoreNormalizer,
     sequence_kl,
     shape_rewards,
 )

@@ -17,6 +17,9 @@ themselves are ops (:mod:`alignkit.ops`: ``ppo_loss``, ``value_loss``, ``gae``,
   RLOO (Ahmadian et al. 2024) leave-one-out advantages of sequence scores.
 * :func:`sequence_kl` -- per-sequence sum of per-token KL (the KL metric and the
   RLOO sequence-level penalty).
+* :class:`ScoreNormalizer` -- running mean and standard deviation of every score seen
+  so far, to put scores in units of their spread before the KL penalty is applied
+  (PPO and RLOO ``normalize_scores``).
 
 All ``[B, T]`` tensors are aligned with :func:`alignkit.modeling.token_logprobs`:
 entry ``t`` scores token ``t + 1`` of the sequence, and ``mask`` marks response
@@ -29,7 +32,7 @@ import torch
 __all__ = [
     "KL_ESTIMATORS", "kl_per_token", "shape_rewards", "apply_missing_eos_penalty", "last_valid_index",
     "AdaptiveKLController", "FixedKLController", "explained_variance", "group_advantages",
-    "sequence_kl", "GROUP_ADVANTAGES", "masked_whiten_across",
+    "sequence_kl", "GROUP_ADVANTAGES", "masked_whiten_across", "ScoreNormalizer",
 ]
 
 KL_ESTIMATORS = ("k1", "k3")
@@ -132,6 +135,56 @@ class AdaptiveKLController(FixedKLController):
         error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
         self.value *= 1.0 + error * n_steps / self.horizon
         return self.value
+
+
+class ScoreNormalizer:
+    """Running moments of sequence scores: ``(s - mean) / (std + eps)`` with the mean and the
+    (population) standard deviation of *every* score seen so far, this batch included.
+
+    The KL coefficients of PPO and RLOO are in units of the score. A reward whose scores
+    spread by 0.02 (a rule reward in [0, 1]) against a coefficient of 0.05-0.2 per nat makes
+    the KL term outweigh the reward by one to two orders of magnitude; normalised scores have
+    unit spread whatever the reward, as the reward normalisation of Ziegler et al. (2019) gives.
+    Moments are merged batch by batch (Chan et al.), in float64; ``all_reduce_sum`` sums a
+    tensor over processes, so every process normalises with the same statistics.
+
+    Example: batches ``[1, 3]`` then ``[5]``: after the first, mean 2, std 1 -> ``[-1, 1]``;
+    after the second, mean 3, std ``sqrt(8/3) = 1.633`` -> ``5`` becomes ``1.2247``.
+    """
+
+    def __init__(self, eps: float = 1e-8):
+        self.count, self.mean, self.m2, self.eps = 0.0, 0.0, 0.0, float(eps)
+
+    @property
+    def std(self) -> float:
+        return (self.m2 / self.count) ** 0.5 if self.count > 0 else 1.0
+
+    def update(self, scores: torch.Tensor, all_reduce_sum=None) -> None:
+        """Merge the scores ``[N]`` of this process (and, through ``all_reduce_sum``, of the others)."""
+        x = scores.detach().to(torch.float64).reshape(-1)  # [N]
+        reduce = all_reduce_sum or (lambda t: t)
+        n_sum = reduce(torch.stack([x.new_tensor(float(x.numel())), x.sum()]))
+        n = float(n_sum[0])
+        if n == 0:
+            return
+        mean = float(n_sum[1]) / n
+        m2 = float(reduce(((x - mean) ** 2).sum()))
+        total = self.count + n
+        delta = mean - self.mean
+        self.m2 += m2 + delta * delta * self.count * n / total
+        self.mean += delta * n / total
+        self.count = total
+
+    def __call__(self, scores: torch.Tensor, all_reduce_sum=None) -> torch.Tensor:
+        """Update with ``scores [N]``, then return them normalised ``[N]`` (same dtype)."""
+        self.update(scores, all_reduce_sum)
+        return ((scores.to(torch.float64) - self.mean) / (self.std + self.eps)).to(scores.dtype)
+
+    def state_dict(self) -> dict:
+        return {"count": self.count, "mean": self.mean, "m2": self.m2}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count, self.mean, self.m2 = float(state["count"]), float(state["mean"]), float(state["m2"])
 
 
 def masked_whiten_across(x: torch.Tensor, mask: torch.Tensor, all_reduce_sum, eps: float = 1e-8) -> torch.Tensor:

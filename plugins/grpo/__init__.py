@@ -9,7 +9,8 @@ the ratio is 1 and it is plain REINFORCE with a baseline).
   (``scale_rewards: false`` drops the std, as in Dr. GRPO); KL to the reference as a
   loss term ``beta * k3`` per token (``beta: 0`` skips the reference in the loss).
 * RLOO (Ahmadian et al. 2024): the sequence reward ``s_i - kl_coef * sum_t k1_t`` with
-  the leave-one-out baseline ``A_i = R_i - mean_{j != i} R_j``.
+  the leave-one-out baseline ``A_i = R_i - mean_{j != i} R_j``; with ``normalize_scores`` the
+  score ``s_i`` is first put in units of the running score spread (as in PPO).
 
 KL to the reference (k1, summed over the response, mean over sequences) is reported
 as ``rollout/kl`` by both.
@@ -22,7 +23,7 @@ from typing import Optional
 import torch
 
 from alignkit import AlgorithmSpec, hookimpl, ops
-from alignkit.losses import group_advantages, kl_per_token, sequence_kl
+from alignkit.losses import group_advantages, kl_per_token, ScoreNormalizer, sequence_kl
 from alignkit.api import check, MetricMeans, minibatches, OnlineAlgorithm, RewardConfig, SamplingConfig
 
 
@@ -59,6 +60,7 @@ class GRPOConfig(GroupConfig):
 @dataclass
 class RLOOConfig(GroupConfig):
     kl_coef: float = 0.05  # sequence-level k1 KL penalty subtracted from the score
+    normalize_scores: bool = True  # scores -> (s - running mean) / running std before the KL penalty
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -129,8 +131,22 @@ class GRPO(GroupRelative):
 
 
 class RLOO(GroupRelative):
-    def advantages(self, scores, seq_kl):
+    def setup(self) -> None:
+        super().setup()
+        self.score_norm = ScoreNormalizer()
+
+    def advantages(self, scores, seq_kl):  # [N], [N] -> [N]
+        if self.cfg.normalize_scores:
+            scores = self.score_norm(scores, self.run.all_reduce_sum)
         return group_advantages(scores - self.cfg.kl_coef * seq_kl, self.cfg.num_samples, "rloo")
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "score_norm": self.score_norm.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        if "score_norm" in state:
+            self.score_norm.load_state_dict(state["score_norm"])
 
 
 @hookimpl

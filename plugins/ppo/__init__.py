@@ -7,7 +7,8 @@ One training step (one *iteration*) on the step's prompt batches:
    (reward model or reward function), subtract the missing-EOS penalty;
 2. without gradients, per-token old log-probs, reference log-probs and values on the
    response tokens; ``kl_t`` (k1 or k3) and the shaped rewards
-   ``r_t = -kl_coef * kl_t`` (+ score on the last response token);
+   ``r_t = -kl_coef * kl_t`` (+ score on the last response token; with ``normalize_scores`` the
+   score in units of the running score spread, :class:`alignkit.losses.ScoreNormalizer`);
 3. GAE (``alignkit.ops.gae``) and advantage whitening (``alignkit.ops.masked_whiten``);
 4. ``ppo_epochs`` passes over ``num_minibatches`` shuffled minibatches, each one optimiser
    step of ``pg + vf_coef * vf`` (``alignkit.ops.ppo_loss`` / ``value_loss``);
@@ -31,7 +32,7 @@ from alignkit.api import (
 )
 from alignkit.losses import (
     AdaptiveKLController, explained_variance, FixedKLController, kl_per_token, masked_whiten_across,
-    sequence_kl, shape_rewards,
+    ScoreNormalizer, sequence_kl, shape_rewards,
 )
 
 from .value import SeparateValueModel, ValueHead, policy_logprobs_and_values
@@ -51,9 +52,10 @@ class PPOConfig:
     vf_coef: float = 0.1  # value loss weight
     vf_clip: Optional[float] = 0.2  # value clip ε_v around the rollout's values; null = off
     gamma: float = 1.0  # discount
-    lam: float = 0.95  # GAE λ
+    lam: float = 1.0  # GAE λ (1: Monte Carlo returns minus V_t)
     whiten_advantages: bool = True  # whiten advantages over the rollout's response tokens
-    kl_coef: float = 0.2  # initial KL coefficient
+    normalize_scores: bool = True  # scores -> (s - running mean) / running std before the KL penalty
+    kl_coef: float = 0.05  # initial KL coefficient (per unit of score spread with normalize_scores)
     kl_estimator: str = "k1"  # k1 | k3
     adaptive_kl: bool = True  # Ziegler et al. controller; false = fixed kl_coef
     kl_target: float = 6.0  # target sequence KL (nats) of the adaptive controller
@@ -87,6 +89,7 @@ class PPO(OnlineAlgorithm):
                                 "set it to an algo=rm run's final/ folder, or use algo.value_model=head")
             self.value = SeparateValueModel(str(c.reward.model_path))
         self.value.to(self.run.device)
+        self.score_norm = ScoreNormalizer()
 
     def extra_modules(self) -> list:
         return [self.value]
@@ -125,7 +128,8 @@ class PPO(OnlineAlgorithm):
             old_logp, ref_logp, old_values = self._rollout_tensors(ro)
             kl = kl_per_token(old_logp, ref_logp, mask, c.kl_estimator)  # [N, T-1]
             kl_coef = self.kl_ctl.value
-            rewards = shape_rewards(ro.scores, kl, mask, kl_coef)  # [N, T-1]
+            scores = self.score_norm(ro.scores, self.run.all_reduce_sum) if c.normalize_scores else ro.scores  # [N]
+            rewards = shape_rewards(scores, kl, mask, kl_coef)  # [N, T-1]
             adv, returns = ops.gae(rewards, old_values, mask, gamma=c.gamma, lam=c.lam)
             if c.whiten_advantages:  # over the whole rollout, i.e. over every process's rows
                 adv = (ops.masked_whiten(adv, mask) if self.run.num_processes == 1
@@ -165,13 +169,16 @@ class PPO(OnlineAlgorithm):
         return metrics
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "kl_ctl": self.kl_ctl.state_dict(), "value": self.value.state_dict()}
+        return {**super().state_dict(), "kl_ctl": self.kl_ctl.state_dict(), "value": self.value.state_dict(),
+                "score_norm": self.score_norm.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         if "kl_ctl" in state:
             self.kl_ctl.load_state_dict(state["kl_ctl"])
             self.value.load_state_dict(state["value"])
+        if "score_norm" in state:
+            self.score_norm.load_state_dict(state["score_norm"])
 
 
 @hookimpl

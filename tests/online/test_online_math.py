@@ -147,3 +147,17 @@ def test_raft_select():
     assert raft_select(s, 2, "global").tolist() == [1, 2]  # alpha defaults to 1/K
     with pytest.raises(ValueError, match="local or global"):
         raft_select(s, 2, "best")
+
+
+def test_score_normalizer_running_moments():
+    from alignkit.losses import ScoreNormalizer
+
+    n = ScoreNormalizer()
+    # batch [1, 3]: mean 2, population std 1 -> [-1, 1]
+    assert torch.allclose(n(T([1.0, 3.0])), T([-1.0, 1.0]), atol=1e-6)
+    # then [5]: all scores [1, 3, 5], mean 3, std sqrt(8/3) -> (5 - 3) / 1.63299 = 1.22474
+    assert torch.allclose(n(T([5.0])), T([1.224745]), atol=1e-5)
+    assert math.isclose(n.mean, 3.0) and math.isclose(n.std, math.sqrt(8 / 3))
+    m = ScoreNormalizer()
+    m.load_state_dict(n.state_dict())
+    assert torch.allclose(m(T([3.0])), n(T([3.0])))
