@@ -95,7 +95,8 @@ def run_alignkit(args, task: str, variant: str) -> dict:
         result = train(compose_config(over + [f"trainer.run_dir={tmp}/run"]),
                        step_callback=lambda step: stamps.append(time.perf_counter()))
     losses = [v for _, v in sorted(result.history["train/loss"])]
-    return {"losses": losses, "step_seconds": [b - a for a, b in zip(stamps, stamps[1:])]}
+    first = {k[len("train/"):]: v[0][1] for k, v in result.history.items() if k.startswith("train/") and v}
+    return {"losses": losses, "step_seconds": [b - a for a, b in zip(stamps, stamps[1:])], "step1": first}
 
 
 def run_trl(args, task: str, variant: str) -> dict:
@@ -111,7 +112,7 @@ def run_trl(args, task: str, variant: str) -> dict:
     tokenizer, pairs = _train_pairs(cfg, args)
     set_seed(args.seed)
     model = build_model(cfg.model, kind="causal_lm" if task == "dpo" else "reward", tokenizer=tokenizer)
-    stamps, losses = [], []
+    stamps, losses, logs1 = [], [], {}
 
     class Clock(TrainerCallback):
         def on_step_end(self, a, state, control, **kw):
@@ -120,6 +121,8 @@ def run_trl(args, task: str, variant: str) -> dict:
         def on_log(self, a, state, control, logs=None, **kw):
             if logs and "loss" in logs:
                 losses.append(float(logs["loss"]))
+                if not logs1:
+                    logs1.update({k: float(v) for k, v in logs.items() if isinstance(v, (int, float))})
 
     common = dict(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=args.pairs, max_steps=args.steps,
                   learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
@@ -161,7 +164,7 @@ def run_trl(args, task: str, variant: str) -> dict:
         trainer = InOrder(model=model, args=conf, train_dataset=data, processing_class=tok, callbacks=[Clock()])
     torch.manual_seed(args.seed)
     trainer.train()
-    return {"losses": losses, "step_seconds": [b - a for a, b in zip(stamps, stamps[1:])]}
+    return {"losses": losses, "step_seconds": [b - a for a, b in zip(stamps, stamps[1:])], "step1": logs1}
 
 
 def child(args) -> None:
@@ -214,21 +217,25 @@ def summarise(task: str, runs: dict[str, list[dict]]) -> dict:
             continue
         a, b = out[mine], out[peer]
         diffs = [abs(x - y) for x, y in zip(a["losses"], b["losses"])]
+        s1a, s1b = runs[mine][0]["step1"], runs[peer][0]["step1"]
         a["vs"] = {"peer": peer, "time_ratio": a["median_step_s"] / b["median_step_s"],
                    "memory_ratio": a["peak_rss_gb"] / b["peak_rss_gb"], "step1_loss_diff": diffs[0],
-                   "max_loss_diff": max(diffs)}
+                   "later_steps_max_loss_diff": max(diffs[1:], default=0.0)}
+        if "logps/chosen" in s1a and "logps/chosen" in s1b:  # DPO's step-1 loss is log 2 on both sides by construction
+            a["vs"]["step1_logps_chosen_rel_diff"] = abs(s1a["logps/chosen"] - s1b["logps/chosen"]) / abs(s1b["logps/chosen"])
     return out
 
 
 def markdown(results: dict, meta: dict) -> str:
     lines = [f"Commit {meta['commit']}, {meta['date']}, {meta['machine']}; {meta['settings']}.", "",
              "| task | variant | s/step (median, min–max) | peak RSS (GB) | step-1 loss | vs | time | memory "
-             "| loss diff (step 1 / max) |", "|---|---|---|---|---|---|---|---|---|"]
+             "| step-1 loss diff | step-1 chosen log-prob rel. diff |", "|---|---|---|---|---|---|---|---|---|---|"]
     for task, rows in results.items():
         for variant, r in rows.items():
             vs = r.get("vs")
+            lp = vs.get("step1_logps_chosen_rel_diff") if vs else None
             cmp = (f"{vs['peer']} | {vs['time_ratio']:.2f}× | {vs['memory_ratio']:.2f}× | "
-                   f"{vs['step1_loss_diff']:.1e} / {vs['max_loss_diff']:.1e}") if vs else " | | | "
+                   f"{vs['step1_loss_diff']:.1e} | {'—' if lp is None else f'{lp:.1e}'}") if vs else " | | | | "
             lines.append(f"| {task} | {variant} | {r['median_step_s']:.2f} ({r['min_step_s']:.2f}–{r['max_step_s']:.2f}) "
                          f"| {r['peak_rss_gb']:.2f} | {r['losses'][0]:.6f} | {cmp} |")
     return "\n".join(lines) + "\n"
@@ -246,6 +253,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-6)
     ap.add_argument("--beta", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--verbose", action="store_true", help="print each variant's step-1 metrics")
     ap.add_argument("--json", default=None)
     ap.add_argument("--markdown", default=None)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -264,6 +272,8 @@ def main() -> None:
             for variant in VARIANTS[task]:
                 r = _spawn(args, task, variant)
                 runs[variant].append(r)
+                if args.verbose:
+                    print(json.dumps(r["step1"]), flush=True)
                 print(f"round {rnd + 1} {task}:{variant}: median {statistics.median(r['step_seconds']):.2f} s/step, "
                       f"peak {r['peak_rss'] / 2**30:.2f} GB, losses {[round(x, 6) for x in r['losses'][:3]]}...",
                       flush=True)

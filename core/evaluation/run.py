@@ -332,6 +332,9 @@ def evaluate(cfg: DictConfig, target: Target, registry) -> dict:
     if kind == "reward" and (ecfg.judge.model_path or list(ecfg.lm_eval.tasks)):
         raise UserError(f"{target.model_dir} is a reward model: it generates nothing for a judge or lm-eval tasks",
                         "evaluate a causal LM, or drop eval.judge.model_path / eval.lm_eval.tasks")
+    if kind == "reward" and (ecfg.reward_model or ecfg.reward_function or ecfg.reference):
+        raise UserError(f"{target.model_dir} is a reward model and is scored by its own rewards",
+                        "drop eval.reward_model / eval.reward_function / eval.reference for a reward model")
 
     examples = heldout_pairs(cfg, registry)  # data errors before any model is loaded
     tokenizer = build_tokenizer(cfg.model)
