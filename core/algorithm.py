@@ -187,17 +187,13 @@ class RunContext:
                 with torch.no_grad(), model.active():
                     return packed_pair_logprobs(model.model, packed, **kw)
             return packed_pair_logprobs(model, packed, **kw)
-        ids = torch.cat([batch["chosen_input_ids"], batch["rejected_input_ids"]])  # [2B, T]
-        mask = torch.cat([batch["chosen_attention_mask"], batch["rejected_attention_mask"]])  # [2B, T]
-        labels = torch.cat([batch["chosen_labels"], batch["rejected_labels"]])  # [2B, T]
+        ids, mask, labels = stacked_pairs(batch, "input_ids", "attention_mask", "labels")  # [2B, T] each
         out = self.sequence_logprobs(model, ids, mask, labels, **kw)
         return {k: tuple(out[k].chunk(2)) for k in ("sum", "mean", "ntokens")}
 
     def pair_rewards(self, model: Any, batch: dict) -> tuple:
         """Scalar rewards ``(chosen [B], rejected [B])`` of a sequence classifier on a ``preference``
         batch, packed one row per pair when ``model.shared_prompt`` is on."""
-        import torch
-
         from alignkit import modeling
 
         packed = self.packed_pairs(batch)
@@ -205,9 +201,16 @@ class RunContext:
             from alignkit.pairs import packed_pair_rewards
 
             return packed_pair_rewards(model, packed)
-        ids = torch.cat([batch["chosen_input_ids"], batch["rejected_input_ids"]])  # [2B, T]
-        mask = torch.cat([batch["chosen_attention_mask"], batch["rejected_attention_mask"]])  # [2B, T]
+        ids, mask = stacked_pairs(batch, "input_ids", "attention_mask")  # [2B, T] each
         return tuple(modeling.reward_scores(model, ids, mask).chunk(2))
+
+
+def stacked_pairs(batch: dict, *fields: str) -> list:
+    """``torch.cat([batch["chosen_<f>"], batch["rejected_<f>"]])`` for each field ``f``: a ``preference``
+    batch's chosen rows ``[B, T]`` over its rejected rows, ``[2B, T]`` (the unpacked forward)."""
+    import torch
+
+    return [torch.cat([batch[f"chosen_{f}"], batch[f"rejected_{f}"]]) for f in fields]
 
 
 class Algorithm:

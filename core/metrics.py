@@ -1,7 +1,24 @@
-"""Small metric helpers shared by algorithms."""
+"""Small metric helpers shared by algorithms and the evaluation: preference accuracy and the Wilson
+interval of a proportion."""
 from __future__ import annotations
 
+import math
+
 import torch
+
+_Z95 = 1.959963984540054  # the 97.5% quantile of the standard normal
+
+
+def wilson_interval(p: float, n: int, z: float = _Z95) -> tuple[float, float]:
+    """Wilson score interval (Wilson 1927) for a proportion ``p`` observed over ``n`` trials
+    (ties counted as half a win keep ``p`` a proportion); ``(0, 1)`` for ``n = 0``:
+    ``(p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n)``, 95% by default."""
+    if n <= 0:
+        return 0.0, 1.0
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1.0 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def preference_accuracy(chosen_scores: torch.Tensor, rejected_scores: torch.Tensor) -> float:

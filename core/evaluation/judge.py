@@ -20,7 +20,6 @@ as the data-scoring judge's templates are).
 from __future__ import annotations
 
 import inspect
-import math
 from typing import Any, Sequence
 
 import torch
@@ -29,8 +28,9 @@ from alignkit.data.tokenize import has_chat_template
 from alignkit.datagen.io import as_text
 from alignkit.datagen.templates import load_template
 from alignkit.errors import UserError
+from alignkit.metrics import wilson_interval
 
-__all__ = ["judge_pairs", "label_logprobs", "wilson_interval", "PAIRWISE_TEMPLATES", "LABELS"]
+__all__ = ["judge_pairs", "label_logprobs", "PAIRWISE_TEMPLATES", "LABELS"]
 
 #: the labels of the response shown first and second
 LABELS = ("A", "B")
@@ -51,18 +51,6 @@ DEFAULT_TEMPLATE = "pairwise"
 FIELDS = ("prompt", "first", "second", "label_first", "label_second")
 #: appended to the judge prompt when the tokenizer has no chat template, so the label comes next
 PLAIN_SUFFIX = "\n\nAnswer:"
-_Z95 = 1.959963984540054  # the 97.5% quantile of the standard normal
-
-
-def wilson_interval(p: float, n: int, z: float = _Z95) -> tuple[float, float]:
-    """Wilson score interval (Wilson 1927) for a proportion ``p`` observed over ``n`` trials
-    (ties counted as half a win keep ``p`` a proportion); ``(0, 1)`` for ``n = 0``."""
-    if n <= 0:
-        return 0.0, 1.0
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1.0 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _resolve_template(template: str | None) -> tuple[str, str]:

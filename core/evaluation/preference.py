@@ -1,7 +1,7 @@
 """Held-out preference pairs: scoring them and comparing two scores per pair.
 
 Accuracies and win rates count a tie as half, and come with the 95% Wilson score interval of the
-resulting proportion (:func:`alignkit.evaluation.judge.wilson_interval`, Wilson 1927):
+resulting proportion (:func:`alignkit.metrics.wilson_interval`, Wilson 1927):
 ``(p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n)``, z = 1.95996.
 """
 from __future__ import annotations
@@ -10,14 +10,13 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from alignkit.metrics import wilson_interval
+
 __all__ = ["compare", "wilson", "tokenize_pairs", "score_pairs"]
 
 
-def wilson(p: float, n: int) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion ``p`` over ``n`` trials."""
-    from alignkit.evaluation.judge import wilson_interval
-
-    return wilson_interval(p, n)
+#: the 95% Wilson score interval of a proportion ``p`` over ``n`` trials
+wilson = wilson_interval
 
 
 def compare(a: torch.Tensor, b: torch.Tensor) -> dict:

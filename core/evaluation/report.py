@@ -13,6 +13,8 @@ ACCURACY_LABELS = {
     "implicit_reward": "accuracy: implicit reward (policy - reference, summed log-prob)",
     "policy_mean_logprob": "accuracy: policy mean log-prob",
     "policy_sum_logprob": "accuracy: policy summed log-prob",
+    "reference_mean_logprob": "accuracy: reference mean log-prob",
+    "reference_sum_logprob": "accuracy: reference summed log-prob",
     "reward": "accuracy: reward",
 }
 

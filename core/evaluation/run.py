@@ -396,6 +396,9 @@ def evaluate(cfg: DictConfig, target: Target, registry) -> dict:
             ref = table["reference"]
             acc["implicit_reward"] = compare(pol["sum"][0] - ref["sum"][0], pol["sum"][1] - ref["sum"][1])
         acc |= accuracies(pol, [("policy_mean_logprob", "mean"), ("policy_sum_logprob", "sum")])
+        if reference is not None:  # the same accuracies before training: the "before" of a before/after
+            acc |= accuracies(table["reference"], [("reference_mean_logprob", "mean"),
+                                                   ("reference_sum_logprob", "sum")])
     if "reward" in table:
         acc |= accuracies(table["reward"], [("reward", "reward")])
     elif scorer is not None:  # a reward function, or a reward model with a tokenizer of its own: the texts

@@ -59,7 +59,8 @@ def test_eval_every_algorithm_run_folder(runs, algo):
     if algo == "rm":  # a reward model: accuracy by its own reward, nothing generated
         assert set(acc) == {"reward"} and saved["generation"] is None
         return
-    assert set(acc) >= {"implicit_reward", "policy_mean_logprob", "policy_sum_logprob"}
+    assert set(acc) >= {"implicit_reward", "policy_mean_logprob", "policy_sum_logprob", "reference_mean_logprob",
+                        "reference_sum_logprob"}
     assert saved["reference"]["kind"] == "run start"
     gen = saved["generation"]
     assert gen["n"] == 2 and len(gen["samples"]) == 2
@@ -144,7 +145,13 @@ def test_bare_model_folder_has_only_reference_free_accuracies(runs, tmp_path):
     # with eval.reference: the implicit reward is back, against that model
     results, _ = run_eval(str(final), [*EVAL, f"eval.reference={runs['dpo'][0] / 'final'}",
                                        f"eval.output_dir={tmp_path / 'with-ref'}"])
-    assert "implicit_reward" in results["preference"]["accuracies"] and "kl" in results["generation"]
+    acc = results["preference"]["accuracies"]
+    assert "implicit_reward" in acc and "kl" in results["generation"]
+    # the reference's accuracies are that model's own reference-free accuracies
+    as_policy, _ = run_eval(str(runs["dpo"][0] / "final"), [*EVAL, "eval.generation.num_prompts=0",
+                                                             f"eval.output_dir={tmp_path / 'ref-as-policy'}"])
+    for key in ("mean", "sum"):
+        assert acc[f"reference_{key}_logprob"] == as_policy["preference"]["accuracies"][f"policy_{key}_logprob"]
 
 
 def test_cli_summary_judge_and_lm_eval_wiring(runs, tmp_path, capsys, monkeypatch):

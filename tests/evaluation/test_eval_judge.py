@@ -8,7 +8,8 @@ import torch
 
 from alignkit.errors import UserError
 from alignkit.evaluation import judge as judge_mod
-from alignkit.evaluation.judge import judge_pairs, wilson_interval
+from alignkit.evaluation.judge import judge_pairs
+from alignkit.metrics import wilson_interval
 
 QUALITY = {"good": 2.0, "fine": 1.0, "bad": 0.0}
 
