@@ -169,6 +169,10 @@ class TrainerConfig:
     #: preference algorithms: the reference's log-probs of every pair computed once before step 1 (cached on
     #: disk), so no reference model is in memory while training
     precompute_reference: bool = False
+    #: glibc: host allocations of at least this many bytes are mmapped and returned to the OS when freed
+    #: (alignkit.trainer.memory); 0 leaves glibc's adaptive threshold, under which freed gradients and
+    #: activations stay resident
+    malloc_mmap_threshold: int = 131072
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def __post_init__(self) -> None:
@@ -176,7 +180,7 @@ class TrainerConfig:
               weight_decay=">= 0", optimizer="one of adamw|sgd", warmup_steps=">= 0", max_grad_norm=">= 0",
               mixed_precision="one of no|bf16|fp16", seed=">= 0", eval_steps=">= 0", max_eval_examples=">= 1",
               save_steps=">= 0", save_total_limit=">= 1", log_steps=">= 1", device="one of auto|cpu|cuda",
-              num_threads=">= 0")
+              num_threads=">= 0", malloc_mmap_threshold=">= 0")
         if len(self.adam_betas) != 2 or not all(_holds(b, "in [0, 1)") for b in self.adam_betas):
             raise ConfigValueError("adam_betas", list(self.adam_betas), "two numbers in [0, 1)")
 

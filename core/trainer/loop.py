@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from alignkit.algorithm import RunContext
 from alignkit.errors import DiskFullError, NonFiniteError, RunFolderError, UserError
 from alignkit.trainer.logger import MetricsLogger
+from alignkit.trainer.memory import set_malloc_mmap_threshold
 from alignkit.trainer.state import (STATE_FILE, WEIGHTS_FILE, BatchStream, TrainState, complete_checkpoints,
                                     load_state_file, rng_state)
 
@@ -179,6 +180,7 @@ class Trainer:
         ops.set_backend(cfg.ops.backend)
         if tcfg.num_threads:
             torch.set_num_threads(tcfg.num_threads)
+        set_malloc_mmap_threshold(tcfg.malloc_mmap_threshold)
         set_seed(tcfg.seed, deterministic=False)
         if tcfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
