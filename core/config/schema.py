@@ -285,6 +285,7 @@ class EvalConfig:
     reward_kwargs: Dict[str, Any] = field(default_factory=dict)  # its arguments: +eval.reward_kwargs.<name>=<value>
     max_examples: Optional[int] = None  # held-out pairs scored; null: the run's trainer.max_eval_examples (all if null)
     batch_size: Optional[int] = None  # pairs per log-prob batch; null: trainer.eval_batch_size
+    by_length: bool = True  # batch the pairs longest first (less padding); false: the trainer's eval batches
     output_dir: Optional[str] = None  # null: <run>/eval, or trainer.output_dir/eval/<time>_<model> for a model path
     overwrite: bool = False  # replace an existing output folder
     samples_shown: int = 8  # generations shown side by side in eval.md

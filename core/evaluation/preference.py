@@ -52,23 +52,31 @@ def tokenize_pairs(examples: list[dict], tokenizer: Any, data_cfg: Any) -> tuple
 
 @torch.no_grad()
 def score_pairs(features: list[dict], collate: Callable[[list[dict]], dict], scorers: dict[str, Callable[[dict], dict]],
-                batch_size: int, device: Any, progress: bool = True) -> dict[str, dict[str, torch.Tensor]]:
-    """Run every scorer over the pairs in batches of ``batch_size`` (in order, the trainer's
-    evaluation batches). A scorer maps a collated ``preference`` batch to
-    ``{field: (chosen [b], rejected [b])}``; returns ``{scorer: {field: [2, N]}}`` (row 0 chosen,
-    row 1 rejected), float64 on CPU."""
+                batch_size: int, device: Any, progress: bool = True,
+                by_length: bool = False) -> dict[str, dict[str, torch.Tensor]]:
+    """Run every scorer over the pairs in batches of ``batch_size``: in order (the trainer's evaluation
+    batches), or with ``by_length`` longest pairs first, so that each batch pads to a similar length.
+    A scorer maps a collated ``preference`` batch to ``{field: (chosen [b], rejected [b])}``; returns
+    ``{scorer: {field: [2, N]}}`` (row 0 chosen, row 1 rejected) in the order of ``features``,
+    float64 on CPU."""
     from tqdm.auto import tqdm
 
+    n = len(features)
+    order = list(range(n))
+    if by_length:
+        order.sort(key=lambda i: -(len(features[i]["chosen_input_ids"]) + len(features[i]["rejected_input_ids"])))
     parts: dict[str, dict[str, list[torch.Tensor]]] = {name: {} for name in scorers}
-    starts = range(0, len(features), batch_size)
-    for i in tqdm(starts, desc="scoring held-out pairs", disable=not progress, dynamic_ncols=True):
-        batch = collate(features[i:i + batch_size])
+    for i in tqdm(range(0, n, batch_size), desc="scoring held-out pairs", disable=not progress, dynamic_ncols=True):
+        batch = collate([features[j] for j in order[i:i + batch_size]])
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         for name, fn in scorers.items():
             for field, (c, r) in fn(batch).items():
                 parts[name].setdefault(field, []).append(torch.stack([c.detach().double().cpu(),
                                                                       r.detach().double().cpu()]))  # [2, b]
-    return {name: {f: torch.cat(v, dim=1) for f, v in fields.items()} for name, fields in parts.items()}  # [2, N]
+    back = torch.empty(n, dtype=torch.long)
+    back[torch.tensor(order, dtype=torch.long)] = torch.arange(n)  # position of each pair in the scored order
+    return {name: {f: torch.cat(v, dim=1)[:, back] for f, v in fields.items()}  # [2, N]
+            for name, fields in parts.items()}
 
 
 def accuracies(table: dict[str, torch.Tensor], rows: Sequence[tuple[str, str]]) -> dict[str, dict]:

@@ -386,7 +386,7 @@ def evaluate(cfg: DictConfig, target: Target, registry) -> dict:
             scorers["reference"] = lambda b: run.pair_logprobs(reference, b)
     if scorer is not None and scorer.shares_tokenizer:  # the pairs' own token ids, as algo=rm evaluates them
         scorers["reward"] = lambda b: {"reward": run.pair_rewards(scorer.model, b)}
-    table = score_pairs(feats, collate, scorers, bs, device, progress)
+    table = score_pairs(feats, collate, scorers, bs, device, progress, by_length=bool(ecfg.by_length))
     if kind == "reward":
         acc = accuracies(table["policy"], [("reward", "reward")])
     else:

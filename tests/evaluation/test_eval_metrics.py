@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from alignkit.evaluation.generation_metrics import distinct_n, response_stats, sequence_kl, win_rate
-from alignkit.evaluation.preference import compare, wilson
+from alignkit.evaluation.preference import compare, score_pairs, wilson
 from alignkit.evaluation.report import md_escape
 
 
@@ -204,3 +204,26 @@ def test_model_folder_refuses_model_group_and_bad_reference(tiny_model_dir, tmp_
     assert code == 2 and "model folder not found" in out.err and "check eval.reference" in out.err
     code, out = _cli(capsys, str(tiny_model_dir), "eval.reward_function=no_such_fn")
     assert code == 2 and "eval.reward_function=no_such_fn" in out.err and "char_frequency" in out.err
+
+
+def test_score_pairs_by_length_keeps_the_pairs_order():
+    """Longest-first batches give every pair its own scores back, in the order of the features."""
+    from alignkit.data.collate import collate
+
+    class Tok:
+        pad_token_id = 0
+
+    lengths = [(3, 5), (9, 2), (1, 1), (6, 7), (4, 4)]  # (chosen, rejected) tokens of 5 pairs
+    feats = [{"chosen_input_ids": list(range(1, c + 1)), "chosen_labels": list(range(1, c + 1)),
+              "rejected_input_ids": list(range(1, r + 1)), "rejected_labels": list(range(1, r + 1))}
+             for c, r in lengths]
+    seen = []
+
+    def scorer(b):  # the number of real tokens of each row, and the batch's padded width
+        seen.append(b["chosen_input_ids"].shape[0])
+        return {"n": (b["chosen_attention_mask"].sum(-1), b["rejected_attention_mask"].sum(-1))}
+
+    table = score_pairs(feats, lambda c: collate(c, "preference", Tok()), {"s": scorer}, 2, "cpu",
+                        progress=False, by_length=True)["s"]["n"]
+    assert table.tolist() == [[3, 9, 1, 6, 4], [5, 2, 1, 7, 4]]
+    assert seen == [2, 2, 1]
