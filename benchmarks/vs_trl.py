@@ -18,6 +18,9 @@ Variants, each run in a fresh process, alternated round by round so that machine
   TRL ``precompute_ref_log_probs=True``. The reference log-probs are computed before step 1 on both
   precomputing sides and are not in the step times.
 * RM: alignkit ``algo=rm``, TRL ``RewardTrainer``.
+* ``-ckpt``: with gradient checkpointing on both sides (alignkit ``model.gradient_checkpointing=true``, TRL
+  ``gradient_checkpointing=True``). Every variant trains in fp32: TRL 1.16's configs default to bf16 autocast
+  and gradient checkpointing, so ``bf16`` and ``gradient_checkpointing`` are passed to TRL explicitly.
 
 Reported per variant: median seconds per optimiser step (steps 2..N: step 1 warms up), the process's
 peak resident memory (``VmHWM``: model loading, data, reference, training), and the losses. TRL is an
@@ -38,11 +41,14 @@ import time
 from pathlib import Path
 
 VARIANTS = {
-    "dpo": ["alignkit", "alignkit-precomputed", "trl", "trl-precomputed"],
-    "rm": ["alignkit", "trl"],
+    "dpo": ["alignkit", "alignkit-precomputed", "alignkit-precomputed-ckpt", "trl", "trl-precomputed",
+            "trl-precomputed-ckpt"],
+    "rm": ["alignkit", "alignkit-ckpt", "trl", "trl-ckpt"],
 }
 #: the pairs of the peer each alignkit variant is measured against
-PEERS = {("dpo", "alignkit"): "trl", ("dpo", "alignkit-precomputed"): "trl-precomputed", ("rm", "alignkit"): "trl"}
+PEERS = {("dpo", "alignkit"): "trl", ("dpo", "alignkit-precomputed"): "trl-precomputed",
+         ("dpo", "alignkit-precomputed-ckpt"): "trl-precomputed-ckpt", ("rm", "alignkit"): "trl",
+         ("rm", "alignkit-ckpt"): "trl-ckpt"}
 
 
 def _peak_rss() -> int:
@@ -89,7 +95,8 @@ def run_alignkit(args, task: str, variant: str) -> dict:
     from alignkit.config.compose import compose_config
     from alignkit.trainer import train
 
-    over = _overrides(args, task) + (["trainer.precompute_reference=true"] if variant.endswith("precomputed") else [])
+    over = _overrides(args, task) + (["trainer.precompute_reference=true"] if "precomputed" in variant else []) + (
+        ["model.gradient_checkpointing=true"] if variant.endswith("-ckpt") else [])
     stamps: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         result = train(compose_config(over + [f"trainer.run_dir={tmp}/run"]),
@@ -127,7 +134,10 @@ def run_trl(args, task: str, variant: str) -> dict:
     common = dict(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=args.pairs, max_steps=args.steps,
                   learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
                   max_grad_norm=1.0, seed=args.seed, logging_steps=1, save_strategy="no", report_to="none",
-                  use_cpu=True, dataloader_num_workers=0, disable_tqdm=True, max_length=args.max_length)
+                  use_cpu=True, dataloader_num_workers=0, disable_tqdm=True, max_length=args.max_length,
+                  # TRL's configs default to bf16 autocast and gradient checkpointing; alignkit's run fp32 without
+                  # checkpointing unless told: both are set explicitly here, the same on both sides
+                  bf16=False, gradient_checkpointing=variant.endswith("-ckpt"))
     if task == "dpo":
         from trl import DPOConfig, DPOTrainer
 
@@ -140,7 +150,7 @@ def run_trl(args, task: str, variant: str) -> dict:
 
         data = Dataset.from_list([{"prompt_ids": p["prompt"], "chosen_ids": p["chosen"], "rejected_ids": p["rejected"]}
                                   for p in pairs])
-        precompute = variant.endswith("precomputed")
+        precompute = "precomputed" in variant
         ref = None if precompute else copy.deepcopy(model).eval()  # what alignkit's live reference is
         conf = DPOConfig(beta=args.beta, precompute_ref_log_probs=precompute, loss_type=["sigmoid"], **common)
         trainer = InOrder(model=model, ref_model=ref, args=conf, train_dataset=data, processing_class=tokenizer,
