@@ -1,6 +1,8 @@
 #!/bin/bash
-# SmolLM2-135M-Instruct on the bundled HH-RLHF pairs: DPO, a reward model, PRO, RRHF and CoH, each 100 steps x 4
-# pairs (400 training pairs, 200 held out), then `alignkit eval` of each run against the untouched model.
+# SmolLM2-135M-Instruct on the bundled HH-RLHF pairs: DPO, a reward model and PRO for 100 steps x 4 pairs (400
+# training pairs), RRHF and CoH for 60 steps x 4 pairs (240); the same 200 held-out pairs for all. `alignkit eval` scores the DPO run against the untouched model (its
+# reference; the same model and held-out pairs give the "before" of every row) with the reward model; PRO, RRHF
+# and CoH report their held-out mean log-prob accuracy in their own end-of-training evaluation.
 # Writes the run folders under runs/ and copies what benchmarks/smollm2/ keeps; summarise.py makes the table.
 set -euo pipefail
 export HF_HUB_OFFLINE=1
@@ -11,14 +13,14 @@ alignkit train algo=dpo "${COMMON[@]}" trainer.run_dir=runs/smollm2-dpo
 alignkit train algo=rm "${COMMON[@]}" trainer.run_dir=runs/smollm2-rm
 alignkit eval runs/smollm2-dpo eval.reward_model=runs/smollm2-rm/final eval.generation.num_prompts=48 \
   eval.generation.max_new_tokens=64
-for a in pro rrhf coh; do
-  alignkit train algo=$a "${COMMON[@]}" trainer.run_dir=runs/smollm2-$a
-  alignkit eval runs/smollm2-$a eval.generation.num_prompts=0
+alignkit train algo=pro "${COMMON[@]}" trainer.run_dir=runs/smollm2-pro
+for a in rrhf coh; do
+  alignkit train algo=$a "${COMMON[@]}" trainer.max_steps=60 trainer.run_dir=runs/smollm2-$a
 done
 here=$(dirname "$0")
 for a in dpo rm pro rrhf coh; do
   mkdir -p "$here/$a"
   cp runs/smollm2-$a/config.yaml runs/smollm2-$a/metrics.jsonl "$here/$a/"
-  [ -d runs/smollm2-$a/eval ] && cp runs/smollm2-$a/eval/eval.json runs/smollm2-$a/eval/eval.md "$here/$a/"
+  if [ -d runs/smollm2-$a/eval ]; then cp runs/smollm2-$a/eval/eval.json runs/smollm2-$a/eval/eval.md "$here/$a/"; fi
 done
 python "$here/summarise.py" > "$here/README.md"

@@ -27,32 +27,44 @@ def _eval(algo: str) -> dict | None:
 
 
 def main() -> None:
-    print("# SmolLM2-135M-Instruct on the bundled HH-RLHF pairs\n")
-    print("Produced by `bash benchmarks/smollm2/run.sh` (commands there; each run's `config.yaml`, `metrics.jsonl`, "
-          "`eval.json` and `eval.md` in its folder). 400 training pairs (100 steps × 4), 200 held-out pairs, "
-          "sequences ≤ 192 tokens, lr 2e-5 with 10 warm-up steps and cosine decay, fp32 on the CPU. "
-          "Accuracies on the held-out pairs with their 95% Wilson intervals (ties count 0.5); \"before\" is the "
-          "untouched model (the run's reference), \"after\" the trained one.\n")
-    print("| algo | n | mean log-prob acc. before | mean log-prob acc. after | summed log-prob acc. before "
-          "| summed log-prob acc. after | implicit-reward acc. | held-out loss (end) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for algo in ALGOS:
-        ev = _eval(algo)
-        if ev is None:
-            continue
-        acc = ev["preference"]["accuracies"]
-        loss = _final(algo).get("eval/loss")
-        print(f"| {algo} | {ev['preference']['n']} | {_acc(acc.get('reference_mean_logprob'))} "
-              f"| {_acc(acc.get('policy_mean_logprob'))} | {_acc(acc.get('reference_sum_logprob'))} "
-              f"| {_acc(acc.get('policy_sum_logprob'))} | {_acc(acc.get('implicit_reward'))} "
-              f"| {'—' if loss is None else f'{loss:.4f}'} |")
-    rm = _eval("rm") or {}
-    rm_final = _final("rm") if (HERE / "rm" / "metrics.jsonl").exists() else {}
-    if rm_final:
-        print(f"\nReward model (`algo=rm`, same data and settings): held-out accuracy by its reward "
-              f"{rm_final.get('eval/preference_accuracy', float('nan')):.3f} on the same 200 pairs.")
+    from omegaconf import OmegaConf
+
+    from alignkit.metrics import wilson_interval
+
     dpo = _eval("dpo")
-    gen = dpo and dpo.get("generation")
+    acc = dpo["preference"]["accuracies"]
+    n = dpo["preference"]["n"]
+    print("# SmolLM2-135M-Instruct on the bundled HH-RLHF pairs\n")
+    print("Produced by `bash benchmarks/smollm2/run.sh` (commands there; each run's `config.yaml` and `metrics.jsonl` "
+          "in its folder, and `eval.json` / `eval.md` of `alignkit eval` on the DPO run). 400 training pairs "
+          "(100 steps × 4; RRHF and CoH: 240, 60 steps × 4), the same 200 held-out pairs for every run, sequences ≤ 192 tokens, lr 2e-5 with 10 "
+          "warm-up steps and cosine decay, fp32 on the CPU.\n")
+    print("Held-out preference accuracy by the model's mean response log-prob (does the model find the chosen "
+          "response more likely per token than the rejected one?), with its 95% Wilson interval (ties count 0.5). "
+          "*Before* is the untouched model (`reference_mean_logprob` of the DPO evaluation: the same model and pairs "
+          "for every row); *after* is `alignkit eval`'s `policy_mean_logprob` for DPO and each run's own "
+          "end-of-training evaluation (`eval/preference_accuracy`, the same score) for the others.\n")
+    before = acc["reference_mean_logprob"]
+    print("| algo | steps × pairs | n | before | after | held-out loss at the end | DPO implicit-reward accuracy |")
+    print("|---|---|---|---|---|---|---|")
+    for algo in ALGOS:
+        if not (HERE / algo / "metrics.jsonl").exists():
+            continue
+        final = _final(algo)
+        if algo == "dpo":
+            after = acc["policy_mean_logprob"]
+        else:
+            v = final["eval/preference_accuracy"]
+            after = {"value": v, "ci": wilson_interval(v, n)}
+        implicit = _acc(acc["implicit_reward"]) if algo == "dpo" else "—"
+        loss = final.get("eval/loss")
+        tcfg = OmegaConf.load(HERE / algo / "config.yaml").trainer
+        print(f"| {algo} | {tcfg.max_steps} × {tcfg.batch_size} | {n} | {_acc(before)} | {_acc(after)} | {'—' if loss is None else f'{loss:.4f}'} "
+              f"| {implicit} |")
+    if "reward" in acc:
+        print(f"\nReward model (`algo=rm`, same data and settings, `runs/smollm2-rm`): held-out accuracy by its reward "
+              f"{_acc(acc['reward'])} on the same {acc['reward']['n']} pairs.")
+    gen = dpo.get("generation")
     if gen:
         s = gen["settings"]
         pol, ref = gen["policy"], gen["reference"]
@@ -70,7 +82,7 @@ def main() -> None:
             print(f"| distinct-2 | {m['distinct/policy_distinct_2']:.3f} | {m['distinct/reference_distinct_2']:.3f} |")
         if w:
             print(f"\nReward win rate of the DPO model against the untouched model: {_acc(w)} over {w['n']} prompts "
-                  f"({w['wins']} wins, {w['ties']} ties, {w['losses']} losses).")
+                  f"(wins {w['wins']}, ties {w['ties']}, losses {w['losses']}).")
         if "kl" in gen:
             print(f"Sequence KL(DPO ‖ untouched) on the DPO model's samples (k1 estimator): "
                   f"{gen['kl']['value']:.2f} nats.")
