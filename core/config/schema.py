@@ -170,9 +170,9 @@ class TrainerConfig:
     #: disk), so no reference model is in memory while training
     precompute_reference: bool = False
     #: glibc: host allocations of at least this many bytes are mmapped and returned to the OS when freed
-    #: (alignkit.trainer.memory); 0 leaves glibc's adaptive threshold, under which freed gradients and
-    #: activations stay resident
-    malloc_mmap_threshold: int = 131072
+    #: (alignkit.trainer.memory): less resident memory for more page faults; 0 leaves glibc's adaptive
+    #: threshold (faster)
+    malloc_mmap_threshold: int = 0
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def __post_init__(self) -> None:

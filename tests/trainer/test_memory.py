@@ -43,6 +43,6 @@ def test_threshold_is_range_checked():
     from alignkit.config.compose import compose_config
     from alignkit.errors import UserError
 
-    assert compose_config([]).trainer.malloc_mmap_threshold == 131072
+    assert compose_config([]).trainer.malloc_mmap_threshold == 0
     with pytest.raises(UserError, match="malloc_mmap_threshold"):
         compose_config(["trainer.malloc_mmap_threshold=-1"])
