@@ -11,7 +11,7 @@ from alignkit (a test checks it). Compatibility rules, semantic-versioned by ``A
   ``eval/preference_accuracy``) are part of the API.
 """
 from alignkit import hookimpl
-from alignkit.algorithm import DATA_KINDS, Algorithm, AlgorithmSpec, RunContext
+from alignkit.algorithm import DATA_KINDS, Algorithm, AlgorithmSpec, RunContext, stacked_pairs
 from alignkit.config.schema import check
 from alignkit.data.collate import collate
 from alignkit.data.collate import pad as pad_sequences
@@ -34,7 +34,7 @@ __all__ = [
     "Algorithm", "AlgorithmSpec", "RunContext", "DATA_KINDS", "check", "UserError",
     # data: formats, tokenisation, batches
     "DataFormatSpec", "DatasetPreset", "FormatError", "parse_hh_dialogue", "HH_HUMAN", "HH_ASSISTANT",
-    "IGNORE", "STATS", "tokenize_example", "collate", "pad_sequences",
+    "IGNORE", "STATS", "tokenize_example", "collate", "pad_sequences", "stacked_pairs",
     # models and metrics
     "token_logprobs", "sequence_logprobs", "reward_scores", "hidden_states", "lm_head", "unwrap_model",
     "preference_accuracy", "preference_metrics",

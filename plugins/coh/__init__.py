@@ -25,7 +25,8 @@ from typing import Any, List
 import torch
 
 from alignkit import AlgorithmSpec, hookimpl
-from alignkit.api import Algorithm, check, preference_accuracy, sequence_logprobs, token_logprobs
+from alignkit.api import (Algorithm, check, preference_accuracy, sequence_logprobs, stacked_pairs,
+                          token_logprobs)
 from .data import (
     FORMS,
     CohTemplate,
@@ -135,9 +136,7 @@ class CoH(Algorithm):
         dev = self.run.device
         with torch.no_grad():
             loss, metrics = self._loss(batch, fcm=False)
-            ids = torch.cat([batch["chosen_input_ids"], batch["rejected_input_ids"]]).to(dev)  # [2B, T]
-            am = torch.cat([batch["chosen_attention_mask"], batch["rejected_attention_mask"]]).to(dev)
-            lab = torch.cat([batch["chosen_labels"], batch["rejected_labels"]]).to(dev)
+            ids, am, lab = (t.to(dev) for t in stacked_pairs(batch, "input_ids", "attention_mask", "labels"))  # [2B, T]
             fused = bool(self.run.cfg.model.get("fused_logprobs", True))
             mean = sequence_logprobs(self.run.policy, ids, am, lab, fused=fused)["mean"]
         B = batch["chosen_input_ids"].shape[0]
