@@ -117,7 +117,8 @@ def run_trl(args, task: str, variant: str) -> dict:
     from alignkit.config.compose import compose_config
     from alignkit.models import build_model
 
-    cfg = compose_config(_overrides(args, task))
+    # the plain transformers model: alignkit's model.lean_activations is alignkit's, not TRL's
+    cfg = compose_config(_overrides(args, task) + ["model.lean_activations=false"])
     tokenizer, pairs = _train_pairs(cfg, args)
     set_seed(args.seed)
     model = build_model(cfg.model, kind="causal_lm" if task == "dpo" else "reward", tokenizer=tokenizer)

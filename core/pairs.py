@@ -95,10 +95,11 @@ def _packed_hidden(model, packed: PackedPairs) -> torch.Tensor:
     """Final hidden states ``[B * L, H]`` of the packed rows."""
     base = modeling.unwrap(model)
     backbone = base.get_decoder() if hasattr(base, "get_decoder") else base.base_model
-    mask = packed.attention_mask  # [B, 1, L, L] bool: SDPA takes it as is
-    if getattr(base.config, "_attn_implementation", "sdpa") == "eager":  # eager adds the mask to the scores
-        dtype = base.get_input_embeddings().weight.dtype
-        mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+    # additive [B, 1, L, L] in the weights' dtype, made once for all layers: eager adds it to the scores, and
+    # SDPA would otherwise convert a bool mask into a new additive one in every layer (and keep each for backward)
+    allow = packed.attention_mask
+    dtype = base.get_input_embeddings().weight.dtype
+    mask = torch.zeros(allow.shape, dtype=dtype, device=allow.device).masked_fill(~allow, torch.finfo(dtype).min)
     h = backbone(input_ids=packed.input_ids, attention_mask=mask, position_ids=packed.position_ids,
                  use_cache=False).last_hidden_state  # [B, L, H]
     return h.reshape(-1, h.shape[-1])

@@ -88,6 +88,7 @@ class ModelConfig:
     dtype: str = "float32"  # float32 | bfloat16 | float16: weights' dtype
     attn_implementation: str = "sdpa"  # eager | sdpa
     gradient_checkpointing: bool = False
+    lean_activations: bool = True  # RMSNorm / SwiGLU keep fewer tensors for backward (alignkit.models.lean)
     trust_remote_code: bool = False
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)

@@ -130,6 +130,12 @@ def build_model(model_cfg, kind: str = "causal_lm", tokenizer=None):
         model.config.pad_token_id = tokenizer.pad_token_id
     if model_cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+    if model_cfg.get("lean_activations", False):
+        from alignkit.models.lean import apply_lean_activations
+
+        lean = apply_lean_activations(model)
+        log.info("model.lean_activations: %d RMSNorm and %d MLP modules keep fewer tensors for backward",
+                 lean["norms"], lean["mlps"])
     if model_cfg.lora.enabled:
         from peft import LoraConfig, get_peft_model
 

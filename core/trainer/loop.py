@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from alignkit.algorithm import RunContext
 from alignkit.errors import DiskFullError, NonFiniteError, RunFolderError, UserError
 from alignkit.trainer.logger import MetricsLogger
-from alignkit.trainer.memory import set_malloc_mmap_threshold
+from alignkit.trainer.memory import preallocate_adam_state, set_malloc_mmap_threshold
 from alignkit.trainer.state import (STATE_FILE, WEIGHTS_FILE, BatchStream, TrainState, complete_checkpoints,
                                     load_state_file, rng_state)
 
@@ -278,6 +278,8 @@ class Trainer:
             opt = torch.optim.SGD(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
         sched = get_scheduler(tcfg.lr_scheduler, opt, num_warmup_steps=tcfg.warmup_steps,
                               num_training_steps=tcfg.max_steps * self.algorithm.optimizer_steps_per_step())
+        # the moments now, below the activations, rather than in the first step's freed activation space
+        preallocate_adam_state(opt)
         opt = acc.prepare_optimizer(opt)
         self.params = params
         stream = BatchStream(train_feats, tcfg.batch_size, self.algorithm.collate, tcfg.seed,

@@ -113,6 +113,19 @@ def test_unfused_path_matches_fused(quick_overrides):
     assert a[~ma].eq(0).all()
 
 
+@pytest.mark.parametrize("algo", ["dpo", "rm"])
+def test_lean_activations_train_like_the_eager_model(algo, quick_overrides):
+    # the same run with model.lean_activations on and off: per-step losses and gradient norms agree to
+    # float rounding (the forward is bitwise the same; gradients differ in rounding only)
+    runs = [train(compose_config([f"algo={algo}", *FAST, *quick_overrides, "trainer.max_steps=6",
+                                  f"model.lean_activations={on}"])) for on in ("true", "false")]
+    rows = [[json.loads(line) for line in open(r.output_dir / "metrics.jsonl")] for r in runs]
+    for key in ("train/loss", "train/grad_norm"):
+        lean, eager = ([r[key] for r in rs if key in r] for rs in rows)
+        assert len(lean) == 6
+        assert lean == pytest.approx(eager, rel=1e-4, abs=1e-6), key
+
+
 def test_default_run_learns_the_preference(tmp_path):
     """The README's main job (`alignkit train`, no overrides): on the 300 held-out pairs, preference
     accuracy ends at 0.57 or more (chance is 0.5; 0.57 is 2.4 standard errors above it) and the held-out

@@ -46,3 +46,45 @@ def test_threshold_is_range_checked():
     assert compose_config([]).trainer.malloc_mmap_threshold == 0
     with pytest.raises(UserError, match="malloc_mmap_threshold"):
         compose_config(["trainer.malloc_mmap_threshold=-1"])
+
+
+@pytest.mark.parametrize("kw", [{"fused": True}, {"foreach": False}, {"foreach": True, "amsgrad": True}])
+@pytest.mark.parametrize("cls", ["Adam", "AdamW"])
+def test_preallocated_adam_state_gives_the_same_updates(cls, kw):
+    import torch
+
+    from alignkit.trainer.memory import preallocate_adam_state
+
+    def run(prealloc: bool):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(7, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+        frozen = model[2].bias
+        frozen.requires_grad_(False)
+        opt = getattr(torch.optim, cls)(model.parameters(), lr=0.1, weight_decay=0.01, **kw)
+        made = preallocate_adam_state(opt) if prealloc else 0
+        for step in range(3):
+            torch.manual_seed(10 + step)
+            model(torch.randn(4, 7)).pow(2).sum().backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return made, [p.detach().clone() for p in model.parameters()], opt.state_dict()
+
+    made, params, state = run(True)
+    _, params0, state0 = run(False)
+    assert made == 3  # two weights and one bias; the frozen bias gets none
+    assert all(torch.equal(a, b) for a, b in zip(params, params0))
+    assert state.keys() == state0.keys() and state["state"].keys() == state0["state"].keys()
+    for i, s in state0["state"].items():
+        assert s.keys() == state["state"][i].keys()
+        for k, v in s.items():
+            assert v.dtype == state["state"][i][k].dtype and v.device == state["state"][i][k].device
+            assert torch.equal(v, state["state"][i][k])
+
+
+def test_preallocate_leaves_other_optimisers_alone():
+    import torch
+
+    from alignkit.trainer.memory import preallocate_adam_state
+
+    opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1, momentum=0.9)
+    assert preallocate_adam_state(opt) == 0 and not opt.state
