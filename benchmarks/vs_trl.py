@@ -18,6 +18,9 @@ Variants, each run in a fresh process, alternated round by round so that machine
   TRL ``precompute_ref_log_probs=True``. The reference log-probs are computed before step 1 on both
   precomputing sides and are not in the step times.
 * RM: alignkit ``algo=rm``, TRL ``RewardTrainer``.
+* ``-lowmem``: alignkit with ``trainer.malloc_mmap_threshold=1048576`` (an alignkit option, no TRL counterpart):
+  freed tensors of 1 MiB or more go back to the operating system at once instead of staying resident as
+  heap holes.
 * ``-ckpt``: with gradient checkpointing on both sides (alignkit ``model.gradient_checkpointing=true``, TRL
   ``gradient_checkpointing=True``). Every variant trains in fp32: TRL 1.16's configs default to bf16 autocast
   and gradient checkpointing, so ``bf16`` and ``gradient_checkpointing`` are passed to TRL explicitly.
@@ -41,14 +44,18 @@ import time
 from pathlib import Path
 
 VARIANTS = {
-    "dpo": ["alignkit", "alignkit-precomputed", "alignkit-precomputed-ckpt", "trl", "trl-precomputed",
-            "trl-precomputed-ckpt"],
-    "rm": ["alignkit", "alignkit-ckpt", "trl", "trl-ckpt"],
+    "dpo": ["alignkit", "alignkit-precomputed", "alignkit-precomputed-lowmem", "alignkit-precomputed-ckpt", "trl",
+            "trl-precomputed", "trl-precomputed-ckpt"],
+    "rm": ["alignkit", "alignkit-lowmem", "alignkit-ckpt", "trl", "trl-ckpt"],
 }
+#: ``-lowmem``: alignkit with trainer.malloc_mmap_threshold at this many bytes (freed tensors of 1 MiB or more
+#: leave the process at once: less resident memory, some page-fault time)
+LOWMEM_THRESHOLD = 1 << 20
 #: the pairs of the peer each alignkit variant is measured against
 PEERS = {("dpo", "alignkit"): "trl", ("dpo", "alignkit-precomputed"): "trl-precomputed",
+         ("dpo", "alignkit-precomputed-lowmem"): "trl-precomputed",
          ("dpo", "alignkit-precomputed-ckpt"): "trl-precomputed-ckpt", ("rm", "alignkit"): "trl",
-         ("rm", "alignkit-ckpt"): "trl-ckpt"}
+         ("rm", "alignkit-lowmem"): "trl", ("rm", "alignkit-ckpt"): "trl-ckpt"}
 
 
 def _peak_rss() -> int:
@@ -98,7 +105,8 @@ def run_alignkit(args, task: str, variant: str) -> dict:
     from alignkit.trainer import train
 
     over = _overrides(args, task) + (["trainer.precompute_reference=true"] if "precomputed" in variant else []) + (
-        ["model.gradient_checkpointing=true"] if variant.endswith("-ckpt") else [])
+        ["model.gradient_checkpointing=true"] if variant.endswith("-ckpt") else []) + (
+        [f"trainer.malloc_mmap_threshold={LOWMEM_THRESHOLD}"] if variant.endswith("-lowmem") else [])
     stamps: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         result = train(compose_config(over + [f"trainer.run_dir={tmp}/run"]),
