@@ -18,8 +18,8 @@ Variants, each run in a fresh process, alternated round by round so that machine
   TRL ``precompute_ref_log_probs=True``. The reference log-probs are computed before step 1 on both
   precomputing sides and are not in the step times.
 * RM: alignkit ``algo=rm``, TRL ``RewardTrainer``.
-* ``-lowmem``: alignkit with ``trainer.malloc_mmap_threshold=1048576`` (an alignkit option, no TRL counterpart):
-  freed tensors of 1 MiB or more go back to the operating system at once instead of staying resident as
+* ``-lowmem``: alignkit with ``trainer.malloc_mmap_threshold=131072`` (an alignkit option, no TRL counterpart):
+  freed tensors of 128 KiB or more go back to the operating system at once instead of staying resident as
   heap holes.
 * ``-ckpt``: with gradient checkpointing on both sides (alignkit ``model.gradient_checkpointing=true``, TRL
   ``gradient_checkpointing=True``). Every variant trains in fp32: TRL 1.16's configs default to bf16 autocast
@@ -48,9 +48,9 @@ VARIANTS = {
             "trl-precomputed", "trl-precomputed-ckpt"],
     "rm": ["alignkit", "alignkit-lowmem", "alignkit-ckpt", "trl", "trl-ckpt"],
 }
-#: ``-lowmem``: alignkit with trainer.malloc_mmap_threshold at this many bytes (freed tensors of 1 MiB or more
-#: leave the process at once: less resident memory, some page-fault time)
-LOWMEM_THRESHOLD = 1 << 20
+#: ``-lowmem``: alignkit with trainer.malloc_mmap_threshold at this many bytes (glibc's initial value: freed
+#: tensors of 128 KiB or more leave the process at once; less resident memory, some page-fault time)
+LOWMEM_THRESHOLD = 128 << 10
 #: the pairs of the peer each alignkit variant is measured against
 PEERS = {("dpo", "alignkit"): "trl", ("dpo", "alignkit-precomputed"): "trl-precomputed",
          ("dpo", "alignkit-precomputed-lowmem"): "trl-precomputed",
