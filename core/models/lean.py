@@ -5,14 +5,15 @@ backward pass. Two of its blocks keep more than their backward needs:
 
 * **RMSNorm** ``y = w * (x * rstd)`` keeps ``x`` (for the variance) and ``x̂ = x * rstd`` (for the
   weight's gradient), while the next linear layer keeps ``y`` anyway. :class:`RMSNormFunction` keeps ``y``
-  and ``rstd [.., 1]`` and recovers ``x̂ = y / w`` in backward (fp32 weights with no zero entry; otherwise it
-  keeps ``x`` and ``rstd`` and recomputes ``x̂``). Saved per norm and token: ``H`` floats instead of ``3H``.
+  and ``rstd [.., 1]`` and recovers ``x̂ = y / w`` in backward (fp32 on the CPU, no zero weight entry;
+  otherwise it keeps ``x`` and ``rstd`` and recomputes ``x̂``). Saved per norm and token beyond the next
+  layer's input: nothing instead of ``2H`` floats (``H`` in the fallback).
 * **SwiGLU MLP** ``down(silu(g) * u)`` keeps ``g`` (for silu), ``silu(g)`` and ``u`` (for the product)
   and ``h = silu(g) * u`` (for ``down``'s weight gradient). :class:`SwiGLUDownFunction` keeps ``g`` and
   ``u`` and recomputes ``silu(g)`` and ``h`` in backward, elementwise work only. Saved per MLP and token:
   ``2I`` floats instead of ``4I``.
 
-For SmolLM2-135M (H = 576, I = 1,536, 30 layers) that is 8,448 fewer floats per token, about 33 KiB,
+For SmolLM2-135M (H = 576, I = 1,536) that is 4H + 2I = 5,376 fewer floats per token and layer (21 KiB),
 roughly 40% of the layer activations. Forward values are bitwise those of the ``transformers`` modules (the
 same ATen ops in the same order); gradients agree to float rounding (``x̂ = y / w`` rounds once more).
 
@@ -44,8 +45,10 @@ class RMSNormFunction(torch.autograd.Function):
         x32 = x.to(torch.float32)
         rstd = torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)  # [..., 1]
         y = weight * (x32 * rstd).to(x.dtype)  # [..., H]
-        # y / w gives back x̂ to a rounding only when both are fp32 and no weight entry is 0
-        ctx.from_output = x.dtype == weight.dtype == y.dtype == torch.float32 and bool((weight != 0).all())
+        # y / w gives back x̂ to a rounding only when both are fp32 and no weight entry is 0; the check reads
+        # the weights on the host, so on an accelerator (where it would stall the stream) x is kept instead
+        ctx.from_output = (x.device.type == "cpu" and x.dtype == weight.dtype == y.dtype == torch.float32
+                           and bool((weight != 0).all()))
         ctx.x_dtype = x.dtype
         ctx.save_for_backward(y if ctx.from_output else x, weight, rstd)
         return y
