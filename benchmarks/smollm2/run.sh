@@ -1,6 +1,6 @@
 #!/bin/bash
-# SmolLM2-135M-Instruct on the bundled HH-RLHF pairs: DPO, a reward model and PRO for 100 steps x 4 pairs (400
-# training pairs), RRHF and CoH for 60 steps x 4 pairs (240); the same 200 held-out pairs for all. `alignkit eval` scores the DPO run against the untouched model (its
+# SmolLM2-135M-Instruct on the bundled HH-RLHF pairs: DPO, a reward model, PRO, RRHF and CoH, each for 100 steps
+# x 4 pairs (400 training pairs); the same 200 held-out pairs for all. `alignkit eval` scores the DPO run against the untouched model (its
 # reference; the same model and held-out pairs give the "before" of every row) with the reward model; PRO, RRHF
 # and CoH report their held-out mean log-prob accuracy in their own end-of-training evaluation.
 # Writes the run folders under runs/ and copies what benchmarks/smollm2/ keeps; summarise.py makes the table.
@@ -13,9 +13,8 @@ alignkit train algo=dpo "${COMMON[@]}" trainer.run_dir=runs/smollm2-dpo
 alignkit train algo=rm "${COMMON[@]}" trainer.run_dir=runs/smollm2-rm
 alignkit eval runs/smollm2-dpo eval.reward_model=runs/smollm2-rm/final eval.generation.num_prompts=48 \
   eval.generation.max_new_tokens=64
-alignkit train algo=pro "${COMMON[@]}" trainer.run_dir=runs/smollm2-pro
-for a in rrhf coh; do
-  alignkit train algo=$a "${COMMON[@]}" trainer.max_steps=60 trainer.run_dir=runs/smollm2-$a
+for a in pro rrhf coh; do
+  alignkit train algo=$a "${COMMON[@]}" trainer.run_dir=runs/smollm2-$a
 done
 here=$(dirname "$0")
 for a in dpo rm pro rrhf coh; do

@@ -37,7 +37,7 @@ def main() -> None:
     print("# SmolLM2-135M-Instruct on the bundled HH-RLHF pairs\n")
     print("Produced by `bash benchmarks/smollm2/run.sh` (commands there; each run's `config.yaml` and `metrics.jsonl` "
           "in its folder, and `eval.json` / `eval.md` of `alignkit eval` on the DPO run). 400 training pairs "
-          "(100 steps × 4; RRHF and CoH: 240, 60 steps × 4), the same 200 held-out pairs for every run, sequences ≤ 192 tokens, lr 2e-5 with 10 "
+          "(100 steps × 4), the same 200 held-out pairs for every run, sequences ≤ 192 tokens, lr 2e-5 with 10 "
           "warm-up steps and cosine decay, fp32 on the CPU.\n")
     print("Held-out preference accuracy by the model's mean response log-prob (does the model find the chosen "
           "response more likely per token than the rejected one?), with its 95% Wilson interval (ties count 0.5). "
