@@ -71,8 +71,6 @@ def _overrides(args, task: str) -> list[str]:
             "trainer.lr_scheduler=constant", "trainer.warmup_steps=0", "trainer.weight_decay=0.0",
             "trainer.max_grad_norm=1.0", f"trainer.seed={args.seed}", "trainer.eval_steps=0",
             "trainer.eval_at_start=false", "trainer.max_eval_examples=2", "trainer.progress=false", "logger=none"] + (
-        [f"trainer.malloc_mmap_threshold={args.malloc_mmap_threshold}"]
-        if getattr(args, "malloc_mmap_threshold", None) is not None else []) + (
         [f"algo.beta={args.beta}"] if task == "dpo" else ["algo.use_margin=false"])
 
 
@@ -200,8 +198,7 @@ def child(args) -> None:
 def _spawn(args, task: str, variant: str) -> dict:
     cmd = [sys.executable, __file__, "--child", f"{task}:{variant}"] + [
         f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-        if k in ("model", "pairs", "max_length", "max_prompt_length", "steps", "lr", "beta", "seed",
-                 "malloc_mmap_threshold") and v is not None]
+        if k in ("model", "pairs", "max_length", "max_prompt_length", "steps", "lr", "beta", "seed")]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -275,8 +272,6 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-6)
     ap.add_argument("--beta", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--malloc-mmap-threshold", type=int, default=None,
-                    help="alignkit's trainer.malloc_mmap_threshold (default: the trainer's default)")
     ap.add_argument("--verbose", action="store_true", help="print each variant's step-1 metrics")
     ap.add_argument("--json", default=None)
     ap.add_argument("--markdown", default=None)
@@ -305,9 +300,7 @@ def main() -> None:
     meta = {"commit": _commit(), "date": time.strftime("%Y-%m-%d"), "machine": _machine(), "trl": trl.__version__,
             "settings": (f"model={args.model}, {args.pairs} pairs/step, max_length {args.max_length}, max prompt "
                          f"{args.max_prompt_length}, {args.steps} steps × {args.rounds} rounds, lr {args.lr}, "
-                         f"β {args.beta}, TRL {trl.__version__}"
-                         + ("" if args.malloc_mmap_threshold is None
-                            else f", alignkit trainer.malloc_mmap_threshold={args.malloc_mmap_threshold}"))}
+                         f"β {args.beta}, TRL {trl.__version__}")}
     table = markdown(results, meta)
     print(table)
     if args.json:

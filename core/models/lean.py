@@ -112,7 +112,7 @@ def _mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
 
 def _is_silu(act) -> bool:
     # torch's nn.SiLU or transformers' SiLUActivation (both F.silu)
-    return type(act).__name__ in ("SiLU", "SiLUActivation") or getattr(act, "__name__", "") == "silu"
+    return type(act).__name__ in ("SiLU", "SiLUActivation")
 
 
 def apply_lean_activations(model: torch.nn.Module) -> dict[str, int]:
