@@ -36,7 +36,8 @@ def test_mlflow_file_store_holds_config_and_metrics(tmp_path, monkeypatch):
     expected = [(r["step"], r["train/loss"]) for r in rows if "train/loss" in r]
     assert [s for s, _ in expected] == [1, 2]
     history = [(m.step, m.value) for m in client.get_metric_history(ids["mlflow"], "train/loss")]
-    assert history == pytest.approx(expected, rel=1e-12)
+    assert [s for s, _ in history] == [s for s, _ in expected]
+    assert [v for _, v in history] == pytest.approx([v for _, v in expected], rel=1e-12)
     assert run.data.metrics["eval/loss"] == pytest.approx(rows[-1]["eval/loss"], rel=1e-12)
     params = run.data.params
     assert params["trainer.max_steps"] == "2" and params["algo.name"] == "dpo" and params["model.name"] == "tiny"
@@ -104,7 +105,8 @@ def test_wandb_offline_run_holds_history(tmp_path, monkeypatch):
     logged = [(h["_step"], h["train/loss"]) for h in history if "train/loss" in h]
     rows = _rows(run_dir)
     expected = [(r["step"], r["train/loss"]) for r in rows if "train/loss" in r]
-    assert len(logged) == 2 and logged == pytest.approx(expected, rel=1e-12)
+    assert [s for s, _ in logged] == [s for s, _ in expected] == [1, 2]
+    assert [v for _, v in logged] == pytest.approx([v for _, v in expected], rel=1e-12)
     assert history[-1]["eval/loss"] == pytest.approx(rows[-1]["eval/loss"], rel=1e-12)
     assert config["trainer"]["max_steps"] == 2 and config["algo"]["name"] == "dpo"
     assert (name, project) == ("run", "alignkit")
