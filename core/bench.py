@@ -444,6 +444,9 @@ def machine_info(device: str) -> dict:
         info["trl"] = trl.__version__
     except ImportError:
         pass
+    from alignkit.environment import package_versions
+
+    info["packages"] = package_versions()
     return info
 
 

@@ -167,11 +167,13 @@ class StepRun:
 
     def provenance(self, seconds: float) -> dict:
         from alignkit import __version__
+        from alignkit.environment import package_versions
 
         return {
             "step": self.name,
             "command": self.command,
             "alignkit_version": __version__,
+            "packages": package_versions(),
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "seconds": round(seconds, 2),
             "resumed_from": self.resumed_from,

@@ -29,6 +29,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from alignkit.algorithm import RunContext
+from alignkit.environment import environment
 from alignkit.errors import DiskFullError, NonFiniteError, RunFolderError, UserError
 from alignkit.trainer.logger import MetricsLogger
 from alignkit.trainer.memory import preallocate_adam_state, set_malloc_mmap_threshold
@@ -290,6 +291,7 @@ class Trainer:
         if self.is_main:
             OmegaConf.save(cfg, self.run_dir / "config.yaml", resolve=True)
             (self.run_dir / "data_stats.json").write_text(json.dumps(self.data_stats, indent=2))
+            (self.run_dir / "environment.json").write_text(json.dumps(environment(), indent=2))
             self.logger = MetricsLogger(self.run_dir, cfg.logger, resume_step=self.state.step)
             if self.state.metrics or self.state.step:
                 self.logger.restore_history()

@@ -47,6 +47,9 @@ def test_run_folder_contents_and_reload(tmp_path):
                  "final/config.json", "final/tokenizer.json"):
         assert (d / name).exists(), name
     assert list((d / "tensorboard").glob("events.out.tfevents.*"))
+    import transformers
+    packages = json.loads((d / "environment.json").read_text())["packages"]
+    assert packages["torch"] == torch.__version__ and packages["transformers"] == transformers.__version__
     rows = [json.loads(line) for line in open(d / "metrics.jsonl")]
     evals = [r for r in rows if "eval/preference_accuracy" in r]
     assert [r["step"] for r in evals] == [0, 2, 4]
