@@ -19,12 +19,12 @@ BUILTIN_PLUGINS = [
 ]
 
 #: what `alignkit data` needs beyond the core: ROUGE-L (self-instruct's novelty filter), MinHash (dedup)
-DATA_EXTRAS = ["rouge-score>=0.1.2", "datasketch>=1.6"]
+DATA_EXTRAS = ["rouge-score>=0.1.2", "datasketch>=2.0"]
 #: `alignkit eval` benchmark tasks: EleutherAI's lm-evaluation-harness
 EVAL_EXTRAS = ["lm-eval>=0.4,<0.5"]
 #: experiment trackers (logger.mlflow / logger.wandb), driven through accelerate's tracking API
-MLFLOW_EXTRAS = ["mlflow-skinny>=2.10"]
-WANDB_EXTRAS = ["wandb>=0.16"]
+MLFLOW_EXTRAS = ["mlflow-skinny>=2.22"]  # older releases import pkg_resources, gone from setuptools
+WANDB_EXTRAS = ["wandb>=0.18.7"]  # older releases use np.float_, gone from NumPy 2
 
 
 def packages():
@@ -162,20 +162,23 @@ setup(
         "alignkit.conf": ["*.yaml", "**/*.yaml"],
     },
     include_package_data=True,
+    # Lower bounds: the versions in .ci/floor-constraints.txt, on which the default test suite passes
+    # (ALIGNKIT_CI_FLOOR=1 bash .ci/run); upper bounds only where a newer major version is known to break.
+    # docs/dependencies.md has the policy.
     install_requires=[
-        "torch>=2.4",
-        "transformers>=4.46",
-        "datasets>=2.20",
-        "peft>=0.12",
-        "accelerate>=0.34",
-        "hydra-core>=1.3",
+        "torch>=2.6",  # py_limited_api in torch.utils.cpp_extension (docs/dependencies.md)
+        "transformers>=5.16.1",
+        "datasets>=5.0",
+        "peft>=0.18",
+        "accelerate>=1.13",  # nested run config in the W&B tracker
+        "hydra-core>=1.3.2",
         "pluggy>=1.5",
-        "safetensors>=0.4",
-        "tensorboard>=2.14",
-        "tqdm>=4.66",
-        "matplotlib>=3.8",
+        "safetensors>=0.8",  # what transformers 5.16.1 requires
+        "tensorboard>=2.16.2",
+        "tqdm>=4.66.5",
+        "matplotlib>=3.8.4",
         "gguf>=0.10",
-        "numpy",
+        "numpy>=2.0",  # pyarrow, under datasets, requires NumPy 2
     ],
     extras_require={
         "dev": ["pytest>=8", "pybind11>=2.12", "ninja>=1.11", *DATA_EXTRAS, *EVAL_EXTRAS, *MLFLOW_EXTRAS,

@@ -54,6 +54,8 @@ def _wandb_records(path):
     from wandb.proto import wandb_internal_pb2
 
     data = path.read_bytes()
+    if len(data) < 7:  # the core process has not written the file header yet
+        return
     assert data[:4] == b":W&B"
     pos, chunk, block = 7, b"", 32768
     while pos + 7 <= len(data):
