@@ -69,7 +69,7 @@ def _uses_hydra_app(argv: list[str]) -> bool:
     return any(a in _HYDRA_FLAGS or a.startswith(("--cfg", "hydra.", "--config")) for a in argv)
 
 
-def _train_one(cfg, overrides: list[str]):
+def _train_one(cfg, overrides: list[str], registry=None):
     """Train (or run the pipeline of) one composed config and print where it went."""
     from alignkit.trainer import train
 
@@ -78,15 +78,22 @@ def _train_one(cfg, overrides: list[str]):
 
         run_pipeline(cfg, cfg.trainer.run_dir, overrides=overrides)
         return None
-    result = train(cfg)
+    result = train(cfg, registry=registry)
     if int(os.environ.get("RANK", "0")) == 0:
         shown = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("eval/")}
         print(f"\nrun folder: {result.output_dir}\nfinal metrics: {shown}", flush=True)
     return result.metrics.get("eval/loss")
 
 
+def _sweep_validation_overrides(argv: list[str]) -> list[str]:
+    """The overrides of a multirun that compose as one run: no flags, no Hydra settings, no sweeps."""
+    return [a for a in argv if not a.startswith(("-", "hydra.", "hydra/", "+hydra"))
+            and "," not in a.split("=", 1)[-1] and "(" not in a.split("=", 1)[-1]]
+
+
 def cmd_train(argv: list[str]) -> int:
-    """Compose and train; sweeps (-m) run each job through Hydra's launcher."""
+    """Compose and train; sweeps (-m) run each job through Hydra's launcher and sweeper, and end with
+    the sweep summary (alignkit.sweeps.summary)."""
     from alignkit.config.compose import compose_config, register_configs
     from alignkit.registry import registry_for
 
@@ -95,28 +102,42 @@ def cmd_train(argv: list[str]) -> int:
     if not _uses_hydra_app(argv):
         _train_one(compose_config(argv, registry), argv)
         return 0
-    if any(a in ("-m", "--multirun") for a in argv):  # validate once: errors name the key, no sweep folder
-        compose_config([a for a in argv if not a.startswith("-") and "," not in a.split("=", 1)[-1]], registry)
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    if multirun:  # validate once: errors name the key, no sweep folder
+        compose_config(_sweep_validation_overrides(argv), registry)
 
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import DictConfig
 
     from alignkit.config.compose import validate
+    from alignkit.sweeps import register_hydra_plugins, summary
+    from alignkit.sweeps.job import run_sweep_job
+
+    register_hydra_plugins()
 
     @hydra.main(config_path="pkg://alignkit.conf", config_name="config", version_base="1.3")
     def _main(cfg: DictConfig):
+        overrides = list(HydraConfig.get().overrides.task)
+        if HydraConfig.get().mode.name == "MULTIRUN":  # each job: own folder, record, failures reported
+            return run_sweep_job(cfg, overrides, lambda c, reg: _train_one(c, overrides, reg))
         validate(cfg)
         if not cfg.trainer.run_dir:
             cfg.trainer.run_dir = HydraConfig.get().runtime.output_dir
-        return _train_one(cfg, list(HydraConfig.get().overrides.task))
+        return _train_one(cfg, overrides)
 
     old = sys.argv
     sys.argv = ["alignkit train", *argv]
+    summary.last_summary = None
     try:
         _main()
     finally:
         sys.argv = old
+    done = summary.last_summary
+    if multirun and done is not None and done.failed:
+        from alignkit.sweeps.summary import SweepJobsFailed
+
+        raise SweepJobsFailed(done)
     return 0
 
 
