@@ -2,7 +2,7 @@
 
 Hydra's own ``hydra-optuna-sweeper`` pins ``optuna<3``; this sweeper is the same idea on current Optuna
 (>= 4) through Hydra's Sweeper plugin API: the search space is Hydra's sweep grammar (``choice``,
-``range``, ``interval``, ``tag(log, interval(...))``) given in ``hydra.sweeper.params`` or on the
+``range``, ``interval``, ``tag(log, interval(...))``, ``tag(int, interval(...))``) given in ``hydra.sweeper.params`` or on the
 command line, each batch of ``n_jobs`` trials goes to the configured launcher (basic, Ray, Slurm), and
 the objective is the last logged value of any metric in the job's ``metrics.jsonl``. The study lives
 in ``storage`` (default: ``<sweep dir>/optuna.db``, SQLite), so the jobs, wherever they run, report
@@ -52,7 +52,8 @@ def make_pruner(name: str | None, startup_trials: int, warmup_steps: int):
 
 
 def distribution(override: Override):
-    """The Optuna distribution of one swept override (``choice``, ``range``, ``interval``, ``tag(log, ...)``)."""
+    """The Optuna distribution of one swept override: ``choice`` and ``range`` are categorical, ``interval``
+a float in [low, high] (an integer with ``tag(int, ...)``, log-scaled with ``tag(log, ...)``)."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     value = override.value()
@@ -63,12 +64,12 @@ def distribution(override: Override):
         return CategoricalDistribution(list(override.sweep_iterator(transformer=lambda v: v)))
     if isinstance(value, IntervalSweep):
         log_scale = "log" in value.tags
-        if isinstance(value.start, int) and isinstance(value.end, int):
-            return IntDistribution(value.start, value.end, log=log_scale)
+        if "int" in value.tags:
+            return IntDistribution(int(value.start), int(value.end), log=log_scale)
         return FloatDistribution(float(value.start), float(value.end), log=log_scale)
     raise SearchSpaceError(f"{key}={override.input_line.split('=', 1)[1] if override.input_line else value}: "
-                           "not a search space", "use choice(...), range(...), interval(a, b) or "
-                           "tag(log, interval(a, b))")
+                           "not a search space", "use choice(...), range(...), interval(a, b), "
+                           "tag(log, interval(a, b)) or tag(int, interval(a, b))")
 
 
 def search_space(arguments: Sequence[str], params: dict | None) -> tuple[list[str], dict[str, Any]]:

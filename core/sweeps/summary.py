@@ -78,12 +78,17 @@ def override_pairs(overrides: list[str]) -> dict[str, str]:
 
 def read_job(job_dir: Path) -> dict[str, Any]:
     """A job's record: its ``job.json``, or a failed record when the job left none (killed, lost node)."""
-    path = Path(job_dir) / JOB_FILE
-    if path.is_file():
-        return json.loads(path.read_text())
+    job_dir = Path(job_dir)
+    if (job_dir / JOB_FILE).is_file():
+        return json.loads((job_dir / JOB_FILE).read_text())
+    overrides = []
+    if (job_dir / ".hydra" / "overrides.yaml").is_file():  # Hydra writes it when the job starts
+        from omegaconf import OmegaConf
+
+        overrides = [str(o) for o in OmegaConf.load(job_dir / ".hydra" / "overrides.yaml")]
     num = int(job_dir.name) if job_dir.name.isdigit() else -1
-    return {"job": num, "status": "failed", "seconds": 0.0, "overrides": [],
-            "error": f"the job left no {JOB_FILE} (killed before it ended?); see its log in {job_dir}"}
+    return {"job": num, "status": "failed", "seconds": 0.0, "overrides": overrides,
+            "error": f"the job left no {JOB_FILE} (killed before it ended?); see the log in its folder"}
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
