@@ -25,7 +25,9 @@ examples:
   alignkit train algo=sft trainer.max_steps=200
   alignkit train algo=dpo algo.loss_type=ipo algo.beta=0.5
   alignkit train algo=dpo model=smollm2-135m data=hh-rlhf trainer.lr=5e-7
-  alignkit train -m algo.beta=0.05,0.1,0.5        # sweep: one run folder each
+  alignkit train -m algo.beta=0.05,0.1,0.5        # sweep: one run folder each, and sweep.csv / sweep.md
+  alignkit train -m algo.beta=0.05,0.1,0.5 hydra/launcher=ray   # the same jobs on Ray (or =slurm)
+  alignkit train -m hydra/sweeper=optuna hydra.sweeper.n_trials=20   # search on eval metrics (docs/sweeps.md)
   alignkit train --cfg job                        # print the composed config and exit
   alignkit train --help                           # config groups and every option
   alignkit train trainer.run_dir=runs/a trainer.save_steps=50

@@ -47,10 +47,15 @@ def write_job_file(run_dir: Path, record: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+#: why a job of this process was interrupted (a signal): the later jobs of the sweep are not started
+_interrupted: str | None = None
+
+
 def run_sweep_job(cfg, overrides: list[str], train_fn: Callable[[Any, Any], Any]) -> dict[str, Any]:
     """Run ``train_fn(cfg, registry)`` as job ``hydra.job.num`` of a multirun and return its record
     (``{"job", "status", "seconds", "error", "overrides", "metrics"}``, also written to ``job.json``).
-    An interruption (Ctrl-C, SIGTERM) is recorded and re-raised: it stops the sweep, as it stops a run."""
+    An interruption (Ctrl-C, SIGTERM: the job saves a checkpoint) fails the job, and the later jobs of
+    this process are reported as not started; a second Ctrl-C stops at once."""
     from hydra.core.hydra_config import HydraConfig
 
     from alignkit.config.compose import validate
@@ -63,6 +68,9 @@ def run_sweep_job(cfg, overrides: list[str], train_fn: Callable[[Any, Any], Any]
     record: dict[str, Any] = {"job": int(hc.job.num), "status": "ok", "seconds": 0.0, "error": "",
                               "overrides": list(overrides)}
     t0 = time.time()
+    if _interrupted is not None:  # Ctrl-C / SIGTERM stopped an earlier job of this process
+        record.update(status="failed", error=f"not started: the sweep was interrupted ({_interrupted})")
+        return _finish(record, t0, run_dir, main)
     try:
         validate(cfg)
         if not cfg.trainer.run_dir:
@@ -78,7 +86,10 @@ def run_sweep_job(cfg, overrides: list[str], train_fn: Callable[[Any, Any], Any]
         if record["status"] == "failed":  # a user error is its one line; a bug keeps its traceback in the log
             bug = not record["error"].startswith("alignkit: ")
             log.error("job %d failed: %s", record["job"], record["error"], exc_info=exc if bug else None)
-        if isinstance(exc, (KeyboardInterrupt, SystemExit, TrainingInterrupted)):
+        if isinstance(exc, TrainingInterrupted):  # the job saved a checkpoint; the jobs after it do not start
+            global _interrupted
+            _interrupted = record["error"].removeprefix("alignkit: ").split(";")[0]
+        elif isinstance(exc, (KeyboardInterrupt, SystemExit)):
             _finish(record, t0, run_dir, main)
             raise
     return _finish(record, t0, run_dir, main)

@@ -61,7 +61,8 @@ class RayLauncher(Launcher):
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
             sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-            with open_dict(sweep_config):
+            with open_dict(sweep_config):  # an absolute sweep folder: the same folder whatever the worker's cwd
+                sweep_config.hydra.sweep.dir = str(Path(str(sweep_config.hydra.sweep.dir)).absolute())
                 sweep_config.hydra.job.id = f"ray_{idx}"
                 sweep_config.hydra.job.num = idx
             configs.append(sweep_config)
