@@ -195,9 +195,11 @@ def plot_metric(summary: Summary) -> str | None:
 
 
 def plot(summary: Summary, path: Path) -> Path | None:
-    """A bar per job of :func:`plot_metric` (failed jobs have none); the best job is highlighted."""
+    """A bar per job of :func:`plot_metric` (failed jobs have none): the best job orange, pruned ones grey
+    (their last intermediate value)."""
     metric = plot_metric(summary)
-    pts = [(r["job"], r.get(metric)) for r in summary.rows if isinstance(r.get(metric), (int, float))]
+    rows = [r for r in summary.rows if isinstance(r.get(metric), (int, float))]
+    pts = [(r["job"], r[metric]) for r in rows]
     if metric is None or not pts:
         return None
     import matplotlib
@@ -207,7 +209,8 @@ def plot(summary: Summary, path: Path) -> Path | None:
 
     best = summary.best["job"] if summary.best else None
     fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(pts) + 2), 3.2))
-    ax.bar(range(len(pts)), [v for _, v in pts], color=["tab:orange" if j == best else "tab:blue" for j, _ in pts])
+    colors = ["tab:orange" if r["job"] == best else "tab:blue" if r["status"] == "ok" else "tab:gray" for r in rows]
+    ax.bar(range(len(pts)), [v for _, v in pts], color=colors)
     ax.set_xticks(range(len(pts)), [str(j) for j, _ in pts])
     ax.set_xlabel("job", fontsize=8)
     title = metric + (f" ({summary.objective.direction})" if summary.objective else "")
