@@ -113,7 +113,7 @@ def cmd_train(argv: list[str]) -> int:
     from omegaconf import DictConfig
 
     from alignkit.config.compose import validate
-    from alignkit.sweeps import register_hydra_plugins, summary
+    from alignkit.sweeps import job as sweep_job, register_hydra_plugins, summary
     from alignkit.sweeps.job import run_sweep_job
 
     register_hydra_plugins()
@@ -130,7 +130,7 @@ def cmd_train(argv: list[str]) -> int:
 
     old = sys.argv
     sys.argv = ["alignkit train", *argv]
-    summary.last_summary = None
+    summary.last_summary, sweep_job._interrupted = None, None
     try:
         _main()
     finally:

@@ -56,6 +56,7 @@ def run_sweep_job(cfg, overrides: list[str], train_fn: Callable[[Any, Any], Any]
     (``{"job", "status", "seconds", "error", "overrides", "metrics"}``, also written to ``job.json``).
     An interruption (Ctrl-C, SIGTERM: the job saves a checkpoint) fails the job, and the later jobs of
     this process are reported as not started; a second Ctrl-C stops at once."""
+    global _interrupted
     from hydra.core.hydra_config import HydraConfig
 
     from alignkit.config.compose import validate
@@ -87,7 +88,6 @@ def run_sweep_job(cfg, overrides: list[str], train_fn: Callable[[Any, Any], Any]
             bug = not record["error"].startswith("alignkit: ")
             log.error("job %d failed: %s", record["job"], record["error"], exc_info=exc if bug else None)
         if isinstance(exc, TrainingInterrupted):  # the job saved a checkpoint; the jobs after it do not start
-            global _interrupted
             _interrupted = record["error"].removeprefix("alignkit: ").split(";")[0]
         elif isinstance(exc, (KeyboardInterrupt, SystemExit)):
             _finish(record, t0, run_dir, main)

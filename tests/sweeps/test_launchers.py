@@ -124,3 +124,38 @@ def test_optuna_search_six_trials(tmp_path):
     rerun = train(compose_config([*command[2:], f"trainer.run_dir={tmp_path / 'best'}"]))
     assert rerun.metrics["eval/loss"] == best["eval/loss"]
     assert "Objective: minimize `eval/loss`" in (sweep / "sweep.md").read_text()
+
+
+@pytest.mark.slow
+def test_submitit_two_tasks_train_one_data_parallel_run(tmp_path):
+    """tasks_per_node=2: two processes with torchrun's variables train one run (batch size is global), with
+    the metrics of the one-process run."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    out = tmp_path / "out"
+    assert main(["train", "-m", "algo.beta=0.1", *TINY, f"trainer.output_dir={out}", "hydra/launcher=submitit_local",
+                 "hydra.launcher.tasks_per_node=2", "hydra.launcher.timeout_min=10"]) == 0
+    sweep = _sweep_dir(out)
+    (log,) = sweep.glob(".submitit/*/*_1_log.out")
+    assert "global_rank=1(2)" in log.read_text()
+    assert _rows(sweep)[0]["status"] == "ok"
+    got, alone = _model_metrics(sweep / "0"), _alone(tmp_path, ["algo.beta=0.1"])
+    assert got.keys() == alone.keys()
+    for k in got:
+        assert got[k] == pytest.approx(alone[k], rel=1e-5, abs=1e-6), k
+
+
+def test_interrupted_job_stops_the_later_jobs(tmp_path, monkeypatch):
+    """Ctrl-C in job 0 (it saved a checkpoint): job 0 reports how to resume, job 1 does not start."""
+    import alignkit.cli as cli
+    from alignkit.trainer.loop import TrainingInterrupted
+
+    def interrupted(cfg, overrides, registry=None):
+        raise TrainingInterrupted("SIGINT at step 1: checkpoint saved to x", "resume with trainer.resume=auto", 2)
+
+    monkeypatch.setattr(cli, "_train_one", interrupted)
+    out = tmp_path / "out"
+    assert main(["train", "-m", "algo.beta=0.1,0.5", *TINY, f"trainer.output_dir={out}"]) == 1
+    rows = _rows(_sweep_dir(out))
+    assert [(r["status"], r["error"]) for r in rows] == [
+        ("failed", "alignkit: SIGINT at step 1: checkpoint saved to x; resume with trainer.resume=auto"),
+        ("failed", "not started: the sweep was interrupted (SIGINT at step 1: checkpoint saved to x)")]
