@@ -106,7 +106,10 @@ def cmd_train(argv: list[str]) -> int:
         return 0
     multirun = any(a in ("-m", "--multirun") for a in argv)
     if multirun:  # validate once: errors name the key, no sweep folder
+        from alignkit.sweeps.optuna_sweeper import check_command_line
+
         compose_config(_sweep_validation_overrides(argv), registry)
+        check_command_line(argv)
 
     import hydra
     from hydra.core.hydra_config import HydraConfig

@@ -93,6 +93,35 @@ def search_space(arguments: Sequence[str], params: dict | None) -> tuple[list[st
     return list(fixed.values()), space
 
 
+def check_settings(objective: Any = "eval/x", direction: Any = "maximize", sampler: Any = "tpe", n_trials: Any = 1,
+                   n_jobs: Any = 1, pruner: Any = "median") -> None:
+    """Raise :class:`SearchSpaceError` for a sweeper setting that cannot work."""
+    if "/" not in str(objective):
+        raise SearchSpaceError(f"hydra.sweeper.objective={objective}: not a metric name",
+                               "give a metric as logged in metrics.jsonl, e.g. eval/preference_accuracy")
+    if direction not in ("minimize", "maximize"):
+        raise SearchSpaceError(f"hydra.sweeper.direction={direction} is not minimize or maximize",
+                               "set hydra.sweeper.direction=maximize (or minimize)")
+    if sampler not in SAMPLERS:
+        raise SearchSpaceError(f"hydra.sweeper.sampler={sampler} is unknown", f"choose one of {', '.join(SAMPLERS)}")
+    if pruner not in (*PRUNERS, None):
+        raise SearchSpaceError(f"hydra.sweeper.pruner={pruner} is unknown", f"choose one of {', '.join(PRUNERS)}")
+    for key, n in (("n_trials", n_trials), ("n_jobs", n_jobs)):
+        if not str(n).isdigit() or int(n) < 1:
+            raise SearchSpaceError(f"hydra.sweeper.{key}={n} is not a positive integer", f"set hydra.sweeper.{key} >= 1")
+
+
+def check_command_line(argv: Sequence[str]) -> None:
+    """The settings ``hydra.sweeper.<key>=<value>`` of an ``hydra/sweeper=optuna`` command line, checked
+    before Hydra starts (so a typo is one line, and no sweep folder is made)."""
+    if "hydra/sweeper=optuna" not in argv:
+        return
+    names = ("objective", "direction", "sampler", "n_trials", "n_jobs", "pruner")
+    given = {a.split("=", 1)[0][len("hydra.sweeper."):]: a.split("=", 1)[1] for a in argv
+             if a.startswith("hydra.sweeper.") and "=" in a}
+    check_settings(**{k: (None if v == "null" else v) for k, v in given.items() if k in names})
+
+
 def _format(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
@@ -104,17 +133,8 @@ class OptunaSweeper(Sweeper):
                  seed: int = 0, sampler: str = "tpe", n_startup_trials: int = 3, pruner: str | None = "median",
                  pruner_startup_trials: int = 2, pruner_warmup_steps: int = 0, study_name: str = "alignkit",
                  storage: str | None = None, params: dict | None = None) -> None:
-        if "/" not in str(objective):
-            raise SearchSpaceError(f"hydra.sweeper.objective={objective}: not a metric name",
-                                   "give a metric as logged in metrics.jsonl, e.g. eval/preference_accuracy")
-        if direction not in ("minimize", "maximize"):
-            raise SearchSpaceError(f"hydra.sweeper.direction={direction} is not minimize or maximize",
-                                   "set hydra.sweeper.direction=maximize (or minimize)")
-        if sampler not in SAMPLERS:
-            raise SearchSpaceError(f"hydra.sweeper.sampler={sampler} is unknown", f"choose one of {', '.join(SAMPLERS)}")
-        if n_trials < 1 or n_jobs < 1:
-            raise SearchSpaceError(f"hydra.sweeper.n_trials={n_trials}, n_jobs={n_jobs}: both must be >= 1",
-                                   "set them to positive numbers")
+        check_settings(objective=objective, direction=direction, sampler=sampler, n_trials=n_trials, n_jobs=n_jobs,
+                       pruner=pruner)
         self.objective, self.direction = str(objective), direction
         self.n_trials, self.n_jobs, self.seed = n_trials, n_jobs, seed
         self.sampler, self.n_startup_trials = sampler, n_startup_trials

@@ -269,13 +269,10 @@ class SweepSummary(Callback):
         self.metric, self.direction = metric, direction
 
     def on_multirun_end(self, config, **kwargs: Any) -> None:
-        import logging
-
         global last_summary
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if not sweep_dir.is_dir():
             return
         own = Objective(self.metric, self.direction) if self.metric else None
         last_summary = write_summary(sweep_dir, objective_of(config) or own)
-        logging.getLogger(__name__).info("sweep summary: %s", sweep_dir / "sweep.md")
         print(f"\nsweep summary: {sweep_dir / 'sweep.md'}\n" + to_markdown(last_summary), flush=True)

@@ -159,3 +159,15 @@ def test_interrupted_job_stops_the_later_jobs(tmp_path, monkeypatch):
     assert [(r["status"], r["error"]) for r in rows] == [
         ("failed", "alignkit: SIGINT at step 1: checkpoint saved to x; resume with trainer.resume=auto"),
         ("failed", "not started: the sweep was interrupted (SIGINT at step 1: checkpoint saved to x)")]
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("hydra.sweeper.objective=accuracy", "alignkit: hydra.sweeper.objective=accuracy: not a metric name; give a "
+                                         "metric as logged in metrics.jsonl, e.g. eval/preference_accuracy"),
+    ("hydra.sweeper.n_trials=0", "alignkit: hydra.sweeper.n_trials=0 is not a positive integer; set "
+                                 "hydra.sweeper.n_trials >= 1")])
+def test_bad_search_setting_is_one_line(tmp_path, capsys, setting, message):
+    pytest.importorskip("optuna")
+    assert main(["train", "-m", "hydra/sweeper=optuna", setting, f"trainer.output_dir={tmp_path / 'out'}"]) == 2
+    assert capsys.readouterr().err.strip() == message
+    assert not (tmp_path / "out").exists()
