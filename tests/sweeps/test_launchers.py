@@ -171,3 +171,20 @@ def test_bad_search_setting_is_one_line(tmp_path, capsys, setting, message):
     assert main(["train", "-m", "hydra/sweeper=optuna", setting, f"trainer.output_dir={tmp_path / 'out'}"]) == 2
     assert capsys.readouterr().err.strip() == message
     assert not (tmp_path / "out").exists()
+
+
+def test_requeued_job_resumes_its_checkpoint(tmp_path):
+    """A job run again in its folder (a Slurm requeue, a Ray retry) continues from its newest checkpoint
+    and ends with the metrics of the uninterrupted job."""
+    import shutil
+
+    sweep = tmp_path / "sweep"
+    args = ["train", "-m", "algo.beta=0.1", *TINY, "trainer.save_steps=1", f"hydra.sweep.dir={sweep}"]
+    assert main(args) == 0
+    first = _model_metrics(sweep / "0")
+    assert (sweep / "0" / "checkpoints" / "step-1").is_dir()
+    shutil.rmtree(sweep / "0" / "final")  # killed after step 2, before the end
+    (sweep / "0" / "job.json").unlink()
+    assert main(args) == 0
+    assert "resumed from" in next((sweep / "0").glob("*.log")).read_text()
+    assert _model_metrics(sweep / "0") == first and (sweep / "0" / "final" / "model.safetensors").exists()
