@@ -68,11 +68,13 @@ def final_metrics(run_dir: Path) -> dict[str, float]:
 
 
 def override_pairs(overrides: list[str]) -> dict[str, str]:
-    """``["algo.beta=0.1", "+x=1"]`` -> ``{"algo.beta": "0.1", "x": "1"}`` (the last value of a key wins)."""
+    """``["algo.beta=0.1", "+x=1", "trainer/distributed=fsdp"]`` -> ``{"algo.beta": "0.1", "x": "1",
+    "trainer.distributed": "fsdp"}`` (the last value of a key wins; a group's ``/`` becomes ``.``, as only
+    metric names contain a ``/``)."""
     pairs: dict[str, str] = {}
     for o in overrides:
         key, _, value = o.partition("=")
-        pairs[key.lstrip("+~")] = value
+        pairs[key.lstrip("+~").replace("/", ".")] = value
     return pairs
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from alignkit.sweeps.summary import Objective, summarize, to_csv, write_summary
+from alignkit.sweeps.summary import Objective, override_pairs, summarize, to_csv, write_summary
 
 
 def _job(sweep, num, record=None, metrics=(), overrides=None):
@@ -45,6 +45,11 @@ def test_csv_exact(sweep):
         '2,failed,0.25,2,"alignkit: a, b; c",-1,,\n'
         "3,failed,0.0,3,the job left no job.json (killed before it ended?); see the log in its folder,0.7,,\n"
         "10,pruned,1.0,10,,0.9,0.66,0.65\n")
+
+
+def test_override_columns_never_contain_a_slash():
+    assert override_pairs(["algo.beta=0.1", "+x=1", "~y=2", "trainer/distributed=fsdp", "algo.beta=0.2"]) == {
+        "algo.beta": "0.2", "x": "1", "y": "2", "trainer.distributed": "fsdp"}
 
 
 def test_files_best_job_and_json(sweep):
