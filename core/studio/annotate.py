@@ -264,7 +264,8 @@ def _prov(label: Label, user: User, project: Project, item: Item) -> dict:
     return {"annotator": user.name, "labelled_at": label.created.replace(tzinfo=timezone.utc).isoformat()
             if label.created.tzinfo is None else label.created.isoformat(),
             "guideline_version": label.guideline_version, "project": project.name, "item": item.id,
-            "order_shown": [item.response_sources[i] for i in label.order_shown], "label": label.value}
+            "order_shown": [item.response_sources[i] for i in label.order_shown],
+            "annotation": json.dumps(label.value)}  # a JSON string: one column type whatever the task
 
 
 def export_rows(db: Session, project: Project, fmt: str) -> tuple[list[dict], dict]:
@@ -278,7 +279,7 @@ def export_rows(db: Session, project: Project, fmt: str) -> tuple[list[dict], di
     * ``hindsight``: preference rows of labels with free-text feedback, with a ``feedback`` column.
 
     Every row carries its provenance (``annotator``, ``labelled_at``, ``guideline_version``, ``project``,
-    ``item``, ``order_shown`` as source names, ``label``)."""
+    ``item``, ``order_shown`` as source names, ``annotation``: the label as a JSON string)."""
     if fmt not in EXPORT_FORMATS:
         raise UserError(f"unknown export format {fmt!r}", f"choose one of {', '.join(EXPORT_FORMATS)}")
     rows_db = db.execute(select(Label, Item, User).join(Item, Label.item_id == Item.id)

@@ -109,8 +109,8 @@ def create_app(settings: StudioSettings) -> FastAPI:
             raise HTTPException(403, "missing or wrong CSRF token: reload the page and submit again")
         return {k: form.get(k) for k in form.keys()} | {"_lists": {k: form.getlist(k) for k in form.keys()}}
 
-    def render(request: Request, name: str, user: User | None = None, status: int = 200, **ctx) -> HTMLResponse:
-        return pages.TemplateResponse(request, name, {"user": user, "csrf": csrf_token(request.session), **ctx},
+    def render(request: Request, _tpl: str, user: User | None = None, status: int = 200, **ctx) -> HTMLResponse:
+        return pages.TemplateResponse(request, _tpl, {"user": user, "csrf": csrf_token(request.session), **ctx},
                                       status_code=status)
 
     @app.exception_handler(NotSignedIn)

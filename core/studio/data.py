@@ -29,6 +29,8 @@ def conf_root(home: Path) -> Path:
 
 
 def searchpath_override(home: Path) -> str:
+    """The override that lets ``alignkit train`` find the studio's saved data configs (``data=<name>``)."""
+    (conf_root(home) / "data").mkdir(parents=True, exist_ok=True)
     return f"hydra.searchpath=[file://{conf_root(home).resolve()}]"
 
 

@@ -87,7 +87,7 @@ def runs_table(root: Path, runs: list[Path]) -> dict:
                      "metrics": [finals[r].get(k) for k in metric_keys],
                      "steps": max((m.get("step", 0) for m in read_metrics(r)), default=0),
                      "has_eval": report.is_file(), "has_human_eval": (r / "eval" / "human_eval.json").is_file()})
-    return {"keys": differ, "metric_keys": metric_keys, "rows": rows}
+    return {"config_keys": differ, "metric_keys": metric_keys, "rows": rows}
 
 
 def read_sweep(folder: Path) -> dict:

@@ -1,0 +1,134 @@
+"""The studio's pages through FastAPI's TestClient: data browser, templates saved as data configs that
+compose like `alignkit train data=...`, annotation round trip, blind evaluation and runs dashboard."""
+import json
+import re
+
+import pytest
+
+from .conftest import PASSWORD, csrf_of, login, write_jsonl
+
+pytest.importorskip("httpx")
+from fastapi.testclient import TestClient  # noqa: E402
+
+
+def test_data_browser_counts_filters_and_pages(studio):
+    app, _ = studio
+    admin = login(TestClient(app), "admin")
+    page = admin.get("/data?name=hh-rlhf-small")
+    assert page.status_code == 200
+    # hh-rlhf-small: max_examples 300 -> 300 examples, 60 held out
+    assert re.search(r'id="count-0">300</span> examples \(240 train, 60 held out\)', page.text)
+    assert 'id="matched">300<' in page.text and "page 1 of 15" in page.text
+    found = admin.get("/data?name=hh-rlhf-small&q=gun")
+    n = int(re.search(r'id="matched">(\d+)<', found.text).group(1))
+    assert 0 < n < 300
+    # the count agrees with a search over the examples alignkit's loader gives
+    from alignkit.studio import data as dv
+
+    cfg = dv.compose_run_config(app.state.settings.home, "hh-rlhf-small", [])
+    view = dv.load_view(cfg, "hh-rlhf-small")
+    assert sum(dv.matches(ex, "preference", "gun") for ex in view.sources[0].examples) == n
+    over = admin.get("/data?name=hh-rlhf-small&truncated=true")
+    stats_over = int(re.search(r"over max_length=256: <b>(\d+)</b>", page.text).group(1))
+    assert int(re.search(r'id="matched">(\d+)<', over.text).group(1)) == stats_over
+    ex = admin.get("/data/example?name=hh-rlhf-small&source=0&i=3")
+    assert ex.status_code == 200 and "chosen" in ex.text and "rejected" in ex.text
+
+
+def test_histogram_and_script_detection():
+    from alignkit.studio.data import histogram, script_of
+
+    assert histogram([1, 2, 2, 3, 10], bins=3) == [
+        {"lo": 1, "hi": 4, "count": 4, "height": 100}, {"lo": 5, "hi": 8, "count": 0, "height": 0},
+        {"lo": 9, "hi": 12, "count": 1, "height": 25}]
+    assert (script_of("Hello there"), script_of("Привет мир"), script_of("你好世界"), script_of("123")) == (
+        "latin", "cyrillic", "cjk", "none")
+
+
+def test_template_saved_as_a_data_config_that_composes(studio, tmp_path):
+    app, settings = studio
+    raw = write_jsonl(tmp_path / "tasks.jsonl", [{"instruction": f"Say {w}", "input": w, "output": w.upper()}
+                                                 for w in ("hi", "yo", "hey", "hello", "howdy")])
+    admin = login(TestClient(app), "admin")
+    page = admin.get(f"/templates?path={raw}&kind=sft")
+    assert "<code>instruction</code>" in page.text
+    form = {"csrf": csrf_of(page.text), "path": str(raw), "kind": "sft", "name": "shout",
+            "slot_prompt": "{{ instruction }}: '{{ input }}'", "slot_completion": "{{ output }}", "max_length": "64"}
+    prev = admin.post("/templates/preview", data=form)
+    assert "Say hi: &#39;hi&#39;" in prev.text and prev.text.count('class="card preview"') == 5
+    bad = admin.post("/templates/preview", data={**form, "slot_prompt": "{{ nosuch }}"})
+    assert "nosuch" in bad.text and 'id="error"' in bad.text
+    saved = admin.post("/templates/save", data=form)
+    assert saved.status_code == 200 and "data=shout" in saved.text
+    # it composes as `alignkit train <searchpath> data=shout` does, and loads through alignkit's loader
+    from alignkit.config.compose import compose_config
+    from alignkit.data.load import load_data
+    from alignkit.studio.data import formats, searchpath_override
+
+    cfg = compose_config([searchpath_override(settings.home), "data=shout", "algo=sft"])
+    assert cfg.data.max_length == 64 and cfg.data.sources[0].format == "sft"
+    loaded = load_data(cfg.data, formats(), "sft")
+    assert sorted(ex["prompt"] for ex in loaded.train + loaded.eval) == sorted(
+        f"Say {w}: '{w}'" for w in ("hi", "yo", "hey", "hello", "howdy"))
+    # a template of bare fields becomes a field mapping over the original file
+    admin.post("/templates/save", data={**form, "name": "mapped", "slot_prompt": "{{ instruction }}",
+                                        "slot_completion": "{{output}}"})
+    mapped = compose_config([searchpath_override(settings.home), "data=mapped"]).data.sources[0]
+    assert mapped.path == str(raw) and dict(mapped.fields) == {"prompt": "instruction", "completion": "output"}
+    browse = admin.get("/data?name=shout")
+    assert 'id="count-0">5</span>' in browse.text
+
+
+def test_annotation_round_trip_over_http(studio, pairs_file):
+    app, _ = studio
+    admin = login(TestClient(app), "admin")
+    page = admin.get("/projects")
+    r = admin.post("/projects", data={"csrf": csrf_of(page.text), "name": "http", "mode": "pairwise", "overlap": "2",
+                                      "sources": str(pairs_file), "guideline": "pick the kind one",
+                                      "annotators": ["alice", "bob"]}, follow_redirects=False)
+    assert r.status_code == 303
+    pid = int(r.headers["location"].rsplit("/", 1)[1])
+    for name in ("alice", "bob"):
+        c = login(TestClient(app), name)
+        for _ in range(6):
+            p = c.get(f"/annotate/{pid}")
+            assert "pick the kind one" in p.text
+            aid = re.search(rf'action="/annotate/{pid}/(\d+)"', p.text).group(1)
+            first = re.search(r'name="choice" value="(\d)" id="pick-1"', p.text).group(1)
+            c.post(f"/annotate/{pid}/{aid}", data={"csrf": csrf_of(p.text), "choice": first, "feedback": ""})
+        assert 'id="finished"' in c.get(f"/annotate/{pid}").text
+    proj = admin.get(f"/projects/{pid}")
+    assert 'id="total">12<' in proj.text
+    body = admin.get(f"/projects/{pid}/export/preference").text
+    rows = [json.loads(line) for line in body.splitlines()]
+    assert len(rows) == 12 and {r["annotator"] for r in rows} == {"alice", "bob"}
+    # "always the first shown": the pick follows the order shown
+    assert all(r["chosen_source"] == r["order_shown"][0] for r in rows)
+    w = admin.post(f"/projects/{pid}/export", data={"csrf": csrf_of(proj.text), "format": "unpaired"})
+    assert "written:" in w.text
+
+
+def test_blind_eval_and_runs_pages(studio):
+    app, settings = studio
+    admin = login(TestClient(app), "admin")
+    page = admin.get("/evals")
+    assert str(settings.runs / "run-a") in page.text
+    r = admin.post("/evals", data={"csrf": csrf_of(page.text), "name": "blind", "run": str(settings.runs / "run-a"),
+                                   "run_b": "", "overlap": "1", "annotators": ["alice"]}, follow_redirects=False)
+    pid = int(r.headers["location"].rsplit("/", 1)[1])
+    alice = login(TestClient(app), "alice")
+    for _ in range(6):
+        p = alice.get(f"/annotate/{pid}")
+        aid = re.search(rf'action="/annotate/{pid}/(\d+)"', p.text).group(1)
+        alice.post(f"/annotate/{pid}/{aid}", data={"csrf": csrf_of(p.text), "choice": "0"})  # the policy
+    ev = admin.get(f"/evals/{pid}")
+    assert 'id="winrate">1.000<' in ev.text and 'id="judge-agreement">' in ev.text
+    admin.post(f"/evals/{pid}/save", data={"csrf": csrf_of(ev.text)})
+    saved = json.loads((settings.runs / "run-a" / "eval" / "human_eval.json").read_text())
+    assert saved["win_rate"]["n"] == 6 and saved["win_rate"]["value"] == 1.0
+    runs = admin.get("/runs").text
+    assert "trainer.lr" in runs and "run-a" in runs and "run-b" in runs and "0.0001" in runs and "0.0005" in runs
+    assert "alignkit: out of memory" in runs and "algo.beta" in runs and "eval/preference_accuracy" in runs
+    view = admin.get("/runs/view?path=run-a").text
+    assert "<polyline" in view and "train/loss" in view and "policy answer 1" in view and "win rate 1.000" in view
+    assert admin.get("/runs/view?path=../../etc").status_code == 400  # outside the runs folder
