@@ -236,7 +236,8 @@ def agreement(db: Session, project: Project) -> dict:
             by_unit[unit][user.name] = cat
     multi = {u: r for u, r in by_unit.items() if len(r) >= 2}
     out = {"labels": len(rows), "units": len(by_unit), "units_with_overlap": len(multi),
-           "raw_agreement": (sum(len(set(r.values())) == 1 for r in multi.values()) / len(multi)) if multi else None,
+           "raw_agreement": round(sum(len(set(r.values())) == 1 for r in multi.values()) / len(multi), 4)
+           if multi else None,
            "fleiss_kappa": None, "cohen_kappa": []}
     if multi:
         m = Counter(len(r) for r in multi.values()).most_common(1)[0][0]

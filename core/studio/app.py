@@ -119,6 +119,11 @@ def create_app(settings: StudioSettings) -> FastAPI:
             return RedirectResponse("/login?next=" + quote(request.url.path), status_code=303)
         return Response("sign in first", status_code=401)
 
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException):
+        return HTMLResponse(pages.get_template("error.html").render(message=str(exc.detail), user=None, csrf=""),
+                            status_code=exc.status_code)
+
     @app.exception_handler(UserError)
     async def _user_error(request: Request, exc: UserError):
         return HTMLResponse(pages.get_template("error.html").render(message=str(exc), user=None, csrf=""),

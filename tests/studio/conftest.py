@@ -84,3 +84,32 @@ def csrf_of(html: str) -> str:
     import re
 
     return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+
+
+class Server:
+    """The app served by uvicorn on 127.0.0.1 (a free port) in a background thread."""
+
+    def __init__(self, app):
+        import threading
+
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                                                    limit_concurrency=200, backlog=256))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        import time
+
+        self.thread.start()
+        for _ in range(500):
+            if self.server.started:
+                break
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
