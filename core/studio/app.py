@@ -255,6 +255,7 @@ def create_app(settings: StudioSettings) -> FastAPI:
                   user: User = Depends(current_user)):
         names = dv.data_names(settings.home, settings.data)
         name = name or (names[0] if names else "")
+        names = names if name in names else [name, *names]
         view, _ = data_view(name)
         src = view.sources[min(max(source, 0), len(view.sources) - 1)]
         lengths = src.stats["_lengths"]
@@ -270,9 +271,7 @@ def create_app(settings: StudioSettings) -> FastAPI:
         pages_n = max(1, -(-len(picked) // PAGE_SIZE))
         page = min(max(page, 1), pages_n)
         shown = [(i, src.examples[i], lengths[i]) for i in picked[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]]
-        weights = [s.weight for s in view.cfg.data.sources]
-        mixture = [{"path": s.path, "weight": w, "share": w / sum(weights), "train": s.n_train}
-                   for s, w in zip(view.sources, weights)]
+        mixture = dv.mixture_stats(view)
         return render(request, "data.html", user, names=names, name=name, view=view, src=src, shown=shown,
                       matched=len(picked), page=page, pages=pages_n, q=q, min_tokens=min_tokens, truncated=truncated,
                       duplicates=duplicates, mixture=mixture, responses_of=dv.responses_of)

@@ -196,6 +196,24 @@ def source_stats(view: SourceView, tokenizer, data_cfg) -> dict:
     }
 
 
+def mixture_stats(view: DataView) -> dict:
+    """The whole mixture: each source's weight, share of the training mixture and training examples (as
+    :func:`alignkit.data.load.mix` draws them), totals, and prompts that occur in more than one source."""
+    weights = [float(s.weight) for s in view.cfg.data.sources]
+    train_total = sum(s.n_train for s in view.sources)
+    rows = [{"path": s.path, "weight": w, "share": w / sum(weights),
+             "mixed": train_total if len(view.sources) == 1 else int(round(train_total * w / sum(weights)))}
+            for s, w in zip(view.sources, weights)]
+    seen: dict[str, set] = {}
+    for s in view.sources:
+        for ex in s.examples:
+            seen.setdefault(as_text(ex["prompt"]), set()).add(s.index)
+    return {"sources": rows, "examples": sum(len(s.examples) for s in view.sources), "train": train_total,
+            "held_out": sum(s.n_eval for s in view.sources),
+            "over_max_length": sum(s.stats.get("over_max_length", 0) for s in view.sources),
+            "shared_prompts": sum(len(v) > 1 for v in seen.values())}
+
+
 def matches(ex: dict, kind: str, query: str) -> bool:
     q = query.lower()
     return q in as_text(ex["prompt"]).lower() or any(q in str(t).lower() for _, t in responses_of(ex, kind))

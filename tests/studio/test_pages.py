@@ -19,6 +19,7 @@ def test_data_browser_counts_filters_and_pages(studio):
     # hh-rlhf-small: max_examples 300 -> 300 examples, 60 held out
     assert re.search(r'id="count-0">300</span> examples \(240 train, 60 held out\)', page.text)
     assert 'id="matched">300<' in page.text and "page 1 of 15" in page.text
+    assert 'id="mixture">300 examples: 240 train, 60 held out<' in page.text
     found = admin.get("/data?name=hh-rlhf-small&q=gun")
     n = int(re.search(r'id="matched">(\d+)<', found.text).group(1))
     assert 0 < n < 300
@@ -132,3 +133,58 @@ def test_blind_eval_and_runs_pages(studio):
     view = admin.get("/runs/view?path=run-a").text
     assert "<polyline" in view and "train/loss" in view and "policy answer 1" in view and "win rate 1.000" in view
     assert admin.get("/runs/view?path=../../etc").status_code == 400  # outside the runs folder
+
+
+def test_rating_and_ranking_forms_over_http(studio, pairs_file, tmp_path):
+    from alignkit.studio.db import Label
+
+    app, _ = studio
+    ranked = write_jsonl(tmp_path / "ranked.jsonl", [{"prompt": "Name a fruit", "responses": ["apple", "rock", "pear"],
+                                                      "scores": [2, 0, 1]}])
+    admin = login(TestClient(app), "admin")
+    token = csrf_of(admin.get("/projects").text)
+    ids = {}
+    for name, mode, src in (("rate", "rating", pairs_file), ("rank", "ranking", ranked)):
+        r = admin.post("/projects", data={"csrf": token, "name": name, "mode": mode, "overlap": "1", "k": "0",
+                                          "sources": str(src), "guideline": "g", "annotators": ["alice"]},
+                       follow_redirects=False)
+        ids[mode] = int(r.headers["location"].rsplit("/", 1)[1])
+    alice = login(TestClient(app), "alice")
+    page = alice.get(f"/annotate/{ids['rating']}")
+    assert "irrelevant or invalid" in page.text and page.text.count('type="radio"') == 8  # 4 levels x 2 responses
+    bad = alice.post(f"/annotate/{ids['rating']}/" + re.search(r'/annotate/\d+/(\d+)"', page.text).group(1),
+                     data={"csrf": csrf_of(page.text), "rating_0": "A"})
+    assert bad.status_code == 400 and "every response needs a rating" in bad.text
+    aid = re.search(r'/annotate/\d+/(\d+)"', page.text).group(1)
+    assert alice.post(f"/annotate/{ids['rating']}/{aid}", data={"csrf": csrf_of(page.text), "rating_0": "B",
+                                                                 "rating_1": "D", "feedback": "too terse"},
+                      follow_redirects=False).status_code == 303
+    page = alice.get(f"/annotate/{ids['ranking']}")
+    assert page.text.count('name="rank_') == 3
+    aid = re.search(r'/annotate/\d+/(\d+)"', page.text).group(1)
+    assert alice.post(f"/annotate/{ids['ranking']}/{aid}", data={"csrf": csrf_of(page.text), "rank_0": "1",
+                                                                  "rank_1": "3", "rank_2": "2"},
+                      follow_redirects=False).status_code == 303
+    with app.state.sessions() as db:
+        values = [(lab.value, lab.feedback) for lab in db.query(Label).order_by(Label.id)]
+    assert values == [({"ratings": ["B", "D"]}, "too terse"), ({"ranking": [0, 2, 1]}, "")]
+    rows = [json.loads(x) for x in admin.get(f"/projects/{ids['ranking']}/export/ranked").text.splitlines()]
+    assert rows[0]["responses"] == ["apple", "rock", "pear"] and rows[0]["scores"] == [2.0, 0.0, 1.0]
+
+
+def test_two_source_mixture_from_a_yaml_path(studio, tmp_path):
+    from alignkit.studio import data as dv
+
+    a = write_jsonl(tmp_path / "a.jsonl", [{"prompt": f"p{i}", "completion": "x" * i} for i in range(10)])
+    b = write_jsonl(tmp_path / "b.jsonl", [{"prompt": f"p{i}", "completion": "y"} for i in range(8, 13)])
+    (tmp_path / "mix.yaml").write_text(f"name: mix\nsources:\n  - {{path: {a}, weight: 2, eval_size: 2}}\n"
+                                       f"  - {{path: {b}, weight: 1, eval_size: 1}}\nmax_length: 8\n")
+    app, settings = studio
+    cfg = dv.compose_run_config(settings.home, str(tmp_path / "mix.yaml"), [])
+    view = dv.load_view(cfg, "mix")
+    assert [(s.format, s.n_train, s.n_eval) for s in view.sources] == [("sft", 8, 2), ("sft", 4, 1)]
+    m = dv.mixture_stats(view)  # 12 training examples drawn 2:1 -> 8 and 4; p8, p9 in both sources
+    assert [r["mixed"] for r in m["sources"]] == [8, 4] and m["shared_prompts"] == 2 and m["examples"] == 15
+    admin = login(TestClient(app), "admin")
+    page = admin.get(f"/data?name={tmp_path / 'mix.yaml'}&source=1")
+    assert 'id="count-1">5</span>' in page.text and 'id="matched">5<' in page.text
