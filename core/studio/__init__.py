@@ -26,15 +26,17 @@ usage: alignkit studio [data=<preset|yaml>[,...]] [runs=<folder>] [db=<url>] [ho
   data   data configs the data browser offers first (conf/data presets and saved templates are always listed)
   model  the model whose tokenizer measures token lengths (default: the run config's, model=tiny)
 """
-KEYS = ("data", "runs", "db", "home", "host", "port", "model", "name", "role")
+SERVER_KEYS = ("data", "runs", "db", "home", "host", "port", "model")
+USER_KEYS = ("name", "role", "home", "db")
 
 
-def parse_args(argv: list[str]) -> dict:
+def parse_args(argv: list[str], keys: tuple = SERVER_KEYS, what: str = "alignkit studio") -> dict:
+    """``key=value`` arguments (``model.*`` too for the server); anything else is a one-line UserError."""
     out: dict = {}
     for a in argv:
         key, eq, value = a.partition("=")
-        if not eq or (key not in KEYS and not key.startswith("model.")):
-            raise UserError(f"unknown argument {a!r} for alignkit studio", f"use key=value with keys {', '.join(KEYS)}")
+        if not eq or (key not in keys and not (keys is SERVER_KEYS and key.startswith("model."))):
+            raise UserError(f"unknown argument {a!r} for {what}", f"use key=value with keys {', '.join(keys)}")
         out[key] = value
     return out
 
@@ -82,7 +84,7 @@ def main(argv: list[str]) -> int:
         print(USAGE)
         return 0
     if argv and argv[0] == "user":
-        return add_user(parse_args(argv[1:]))
+        return add_user(parse_args(argv[1:], USER_KEYS, "alignkit studio user"))
     args = parse_args(argv)
     import uvicorn
 

@@ -7,6 +7,7 @@ disk when it returns) and a busy timeout, so concurrent writers queue instead of
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timezone
 
 from sqlalchemy import (JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine,
@@ -113,6 +114,9 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
 def make_engine(url: str) -> Engine:
     """An engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``), tables created."""
     if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:" and not os.path.exists(path):
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))  # password hashes: owner only
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
                                json_serializer=lambda o: json.dumps(o, ensure_ascii=False))
         event.listen(engine, "connect", _sqlite_pragmas)

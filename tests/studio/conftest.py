@@ -46,7 +46,7 @@ def fake_run(folder: Path, lr: float, n: int = 6, judge: bool = True, xss: bool 
 def studio(tmp_path):
     """(app, settings, Sessions) with users admin, alice, bob (password PASSWORD), runs under tmp/runs."""
     from alignkit.studio.app import StudioSettings, create_app
-    from alignkit.studio.auth import create_user
+    from alignkit.studio.db import User
 
     runs = tmp_path / "runs"
     fake_run(runs / "run-a", 1e-4, xss=True)
@@ -57,10 +57,22 @@ def studio(tmp_path):
                                      "0,ok,12.5,0,,0.1,0.65,0.55\n1,failed,3.0,1,alignkit: out of memory,0.5,,\n")
     settings = StudioSettings(home=tmp_path / "studio", runs=runs.resolve(), data=["hh-rlhf-small"])
     app = create_app(settings)
-    with app.state.sessions() as db:
-        for name, role in (("admin", "admin"), ("alice", "annotator"), ("bob", "annotator")):
-            create_user(db, name, PASSWORD, role)
+    with app.state.sessions() as db:  # one Argon2 hash for the three (create_user is tested on its own)
+        db.add_all([User(name=name, password_hash=_password_hash(), role=role)
+                    for name, role in (("admin", "admin"), ("alice", "annotator"), ("bob", "annotator"))])
+        db.commit()
     return app, settings
+
+
+_HASH = []
+
+
+def _password_hash() -> str:
+    from alignkit.studio.auth import hash_password
+
+    if not _HASH:
+        _HASH.append(hash_password(PASSWORD))
+    return _HASH[0]
 
 
 @pytest.fixture

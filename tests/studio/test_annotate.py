@@ -149,3 +149,19 @@ def test_blind_eval_results_against_hand_counts(studio):
     path = humaneval.write_results(res, run)
     assert path == run / "eval" / "human_eval.json" and json.loads(path.read_text())["win_rate"]["n"] == 12
     assert "| alice | 1.000 |" in (run / "eval" / "human_eval.md").read_text()
+
+
+def test_create_user_checks_and_hashes(studio):
+    from alignkit.errors import UserError
+    from alignkit.studio.auth import authenticate, create_user
+
+    with studio[0].state.sessions() as db:
+        user = create_user(db, "carol", "long-enough-pw", "annotator")
+        assert user.password_hash.startswith("$argon2id$")
+        assert authenticate(db, "carol", "long-enough-pw").id == user.id
+        assert authenticate(db, "carol", "wrong-password") is None and authenticate(db, "nobody", "x") is None
+        for args, msg in [(("carol", "long-enough-pw"), "already exists"), (("dave", "short"), "too short"),
+                          (("bad name", "long-enough-pw"), "not allowed"), (("erin", "long-enough-pw", "boss"),
+                                                                             "unknown role")]:
+            with pytest.raises(UserError, match=msg):
+                create_user(db, *args)
