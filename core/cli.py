@@ -46,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alignkit", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 usage="alignkit {train,list,data,bench,profile,eval,studio} [args ...]")
     p.add_argument("--version", action="store_true", help="print the version and exit")
-    p.add_argument("command", nargs="?", choices=["train", "list", "data", "bench", "profile", "eval", "studio"], help=argparse.SUPPRESS)
+    p.add_argument("command", nargs="?", choices=["train", "list", "data", "bench", "profile", "eval", "studio"],
+                   help=argparse.SUPPRESS)
     p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return p
 

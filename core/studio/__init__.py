@@ -15,8 +15,8 @@ from pathlib import Path
 from alignkit.errors import UserError
 
 USAGE = """\
-usage: alignkit studio [data=<preset|yaml>[,...]] [runs=<folder>] [db=<url>] [home=<folder>] [host=127.0.0.1] [port=8765]
-                       [model=<preset> | model.path=...]
+usage: alignkit studio [data=<preset|yaml>[,...]] [runs=<folder>] [db=<url>] [home=<folder>]
+                       [host=127.0.0.1] [port=8765] [model=<preset> | model.path=...]
        alignkit studio user name=<name> [role=annotator|admin] [home=...] [db=...]   (password: prompted, or
                                                                                      $ALIGNKIT_STUDIO_PASSWORD)
 

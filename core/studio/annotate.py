@@ -187,6 +187,12 @@ def save_label(db: Session, assignment: Assignment, user: User, project: Project
 
 # -- agreement --------------------------------------------------------------------------------------
 
+def labelled(project_id: int):
+    """The query of a project's ``(Label, Item, User)`` rows, oldest label first."""
+    return (select(Label, Item, User).join(Item, Label.item_id == Item.id).join(User, Label.user_id == User.id)
+            .where(Label.project_id == project_id).order_by(Label.id))
+
+
 def fleiss_kappa(table: list[list[int]]) -> float:
     """Fleiss' kappa of an ``items x categories`` table of rater counts (every item rated by the same
     number of raters ``m >= 2``): ``(P̄ - P̄e) / (1 - P̄e)``, ``P_i = (Σ_j n_ij² - m) / (m(m-1))``,
@@ -228,8 +234,7 @@ def categories(project: Project, item: Item, label: Label) -> list[tuple[tuple, 
 def agreement(db: Session, project: Project) -> dict:
     """Raw agreement (units whose raters all agree, of those with 2+ raters), Fleiss' kappa (over the
     units with the most common number of raters) and Cohen's kappa of each pair of annotators."""
-    rows = db.execute(select(Label, Item, User).join(Item, Label.item_id == Item.id).join(User, Label.user_id == User.id)
-                      .where(Label.project_id == project.id)).all()
+    rows = db.execute(labelled(project.id)).all()
     by_unit: dict[tuple, dict[str, str]] = defaultdict(dict)
     for label, item, user in rows:
         for unit, cat in categories(project, item, label):
@@ -283,9 +288,7 @@ def export_rows(db: Session, project: Project, fmt: str) -> tuple[list[dict], di
     ``item``, ``order_shown`` as source names, ``annotation``: the label as a JSON string)."""
     if fmt not in EXPORT_FORMATS:
         raise UserError(f"unknown export format {fmt!r}", f"choose one of {', '.join(EXPORT_FORMATS)}")
-    rows_db = db.execute(select(Label, Item, User).join(Item, Label.item_id == Item.id)
-                         .join(User, Label.user_id == User.id).where(Label.project_id == project.id)
-                         .order_by(Label.id)).all()
+    rows_db = db.execute(labelled(project.id)).all()
     out, skipped = [], Counter()
     for label, item, user in rows_db:
         prov = _prov(label, user, project, item)

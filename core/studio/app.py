@@ -132,8 +132,8 @@ def create_app(settings: StudioSettings) -> FastAPI:
     @app.middleware("http")
     async def _headers(request: Request, call_next):
         resp = await call_next(request)
-        resp.headers["Content-Security-Policy"] = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
-                                                   "form-action 'self'; frame-ancestors 'none'")
+        resp.headers["Content-Security-Policy"] = ("default-src 'none'; style-src 'unsafe-inline'; "
+                                                   "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'")
         resp.headers["X-Content-Type-Options"] = "nosniff"
         resp.headers["Referrer-Policy"] = "same-origin"
         resp.headers["Cache-Control"] = "no-store"
@@ -366,9 +366,7 @@ def create_app(settings: StudioSettings) -> FastAPI:
         people = db.scalars(select(User).join(Assignment, Assignment.user_id == User.id)
                             .where(Assignment.project_id == pid).distinct().order_by(User.name)).all()
         per_user = [(u, *ann.progress(db, project, u)) for u in people]
-        recent = db.execute(select(Label, Item, User).join(Item, Label.item_id == Item.id)
-                            .join(User, Label.user_id == User.id).where(Label.project_id == pid)
-                            .order_by(Label.id.desc()).limit(20)).all()
+        recent = db.execute(ann.labelled(pid).order_by(None).order_by(Label.id.desc()).limit(20)).all()
         return render(request, "project.html", user, project=project, per_user=per_user,
                       total=ann.progress(db, project), agreement=ann.agreement(db, project), recent=recent,
                       formats=ann.EXPORT_FORMATS, written=request.query_params.get("written"))

@@ -9,13 +9,12 @@ from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from alignkit.errors import UserError
-from alignkit.studio.annotate import agreement, create_project, run_generations
+from alignkit.studio.annotate import agreement, create_project, labelled, run_generations
 from alignkit.studio.data import as_text
-from alignkit.studio.db import Item, Label, Project, User
+from alignkit.studio.db import Project, User
 
 GUIDELINE = ("Two answers to the same prompt are shown in a random order; you are not told which model wrote "
              "which. Pick the better answer (helpful, correct, harmless), 'tie' when they are equally good, "
@@ -84,8 +83,7 @@ def judge_position_bias(verdicts: list[dict]) -> dict:
 
 def results(db: Session, project: Project) -> dict:
     """The evaluation's win rate (overall and per annotator), agreement, and the human-judge comparison."""
-    rows = db.execute(select(Label, Item, User).join(Item, Label.item_id == Item.id).join(User, Label.user_id == User.id)
-                      .where(Label.project_id == project.id).order_by(Label.id)).all()
+    rows = db.execute(labelled(project.id)).all()
     outcomes, per_user, per_item = [], defaultdict(list), defaultdict(list)
     for label, item, user in rows:
         o = _outcome(label.value["choice"])

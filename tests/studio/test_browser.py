@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import PASSWORD, PROMPTS, XSS, Server, fake_run, write_jsonl
+from .conftest import PASSWORD, PROMPTS, XSS, Server, write_jsonl
 
 CHROMIUM = os.environ.get("ALIGNKIT_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -84,7 +84,8 @@ def test_killed_server_loses_no_committed_label(tmp_path, pairs_file):
             for _ in range(3):
                 p = ann.get(f"/annotate/{pid}")
                 aid = re.search(rf'action="/annotate/{pid}/(\d+)"', p.text).group(1)
-                assert ann.post(f"/annotate/{pid}/{aid}", data={"csrf": csrf_of(p.text), "choice": "tie"}).status_code == 303
+                r = ann.post(f"/annotate/{pid}/{aid}", data={"csrf": csrf_of(p.text), "choice": "tie"})
+                assert r.status_code == 303
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
