@@ -430,6 +430,42 @@ def create_app(settings: StudioSettings) -> FastAPI:
         path = humaneval.write_results(humaneval.results(db, project), Path(project.eval_run))
         return RedirectResponse(f"/evals/{pid}?written={quote(str(path))}", status_code=303)
 
+    # -- launching runs (admin) -------------------------------------------------------------------
+    from alignkit.studio.launch import Launcher, overrides_for
+
+    launcher = Launcher(settings.home)
+    app.state.launcher = launcher
+
+    def launch_form(request: Request, user: User, status: int = 200, **ctx) -> HTMLResponse:
+        from alignkit.config.compose import yaml_options
+        from alignkit.registry import default_registry
+
+        return render(request, "launch.html", user, status=status, algos=sorted(default_registry().algorithms),
+                      models=yaml_options("model"), datas=dv.data_names(settings.home, settings.data),
+                      launches=sorted(launcher.launches.values(), key=lambda x: -x.number), **ctx)
+
+    @admin.get("/launch", response_class=HTMLResponse)
+    def launch_page(request: Request, user: User = Depends(current_user)):
+        return launch_form(request, user, form={})
+
+    @admin.post("/launch")
+    def launch_start(request: Request, form: dict = Depends(checked_form), user: User = Depends(current_user)):
+        try:
+            overrides = overrides_for(settings.home, settings.runs, form.get("algo", "dpo"),
+                                      form.get("model", "tiny"), form.get("data", "hh-rlhf"),
+                                      int(form.get("max_steps") or 100), form.get("extra", ""))
+            run = launcher.start(overrides)
+        except UserError as exc:
+            return launch_form(request, user, status=400, form=form, error=f"alignkit: {exc}")
+        return RedirectResponse(f"/launch/{run.number}", status_code=303)
+
+    @admin.get("/launch/{number}", response_class=HTMLResponse)
+    def launch_log(request: Request, number: int, user: User = Depends(current_user)):
+        run = launcher.launches.get(number)
+        if run is None:
+            raise HTTPException(404, "no such launch (launches are listed until the server restarts)")
+        return render(request, "launch_log.html", user, run=run, runs_root=settings.runs)
+
     # -- runs dashboard (admin) -------------------------------------------------------------------
     @admin.get("/runs", response_class=HTMLResponse)
     def runs_page(request: Request, user: User = Depends(current_user)):

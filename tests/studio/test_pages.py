@@ -2,6 +2,7 @@
 compose like `alignkit train data=...`, annotation round trip, blind evaluation and runs dashboard."""
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -188,3 +189,39 @@ def test_two_source_mixture_from_a_yaml_path(studio, tmp_path):
     admin = login(TestClient(app), "admin")
     page = admin.get(f"/data?name={tmp_path / 'mix.yaml'}&source=1")
     assert 'id="count-1">5</span>' in page.text and 'id="matched">5<' in page.text
+
+
+def test_launch_refuses_bad_overrides_with_one_line(studio):
+    app, _ = studio
+    admin = login(TestClient(app), "admin")
+    page = admin.get("/launch")
+    assert "<option>sft</option>" in page.text and "<option selected>tiny</option>" in page.text
+    form = {"csrf": csrf_of(page.text), "algo": "sft", "model": "tiny", "data": "hh-rlhf-small", "max_steps": "1"}
+    r = admin.post("/launch", data={**form, "extra": "trainer.lrr=1"})
+    assert r.status_code == 400 and "alignkit: &#39;lrr&#39; is not a key of &#39;trainer&#39;; valid keys:" in r.text
+    r = admin.post("/launch", data={**form, "extra": "--cfg job"})
+    assert r.status_code == 400 and "is not a key=value override" in r.text
+    assert app.state.launcher.launches == {}
+
+
+@pytest.mark.slow
+def test_launch_a_run_and_watch_its_log(studio):
+    import time
+
+    app, settings = studio
+    admin = login(TestClient(app), "admin")
+    form = {"csrf": csrf_of(admin.get("/launch").text), "algo": "sft", "model": "tiny", "data": "hh-rlhf-small",
+            "max_steps": "2", "extra": "data.sources.0.max_examples=20\ndata.sources.0.eval_size=4\nlogger=none\n"
+                                       "trainer.eval_steps=0\ntrainer.batch_size=2\ntrainer.progress=false"}
+    r = admin.post("/launch", data=form, follow_redirects=False)
+    assert r.headers["location"] == "/launch/1"
+    for _ in range(600):
+        page = admin.get("/launch/1").text
+        if 'id="status">running<' not in page:
+            break
+        assert 'http-equiv="refresh"' in page
+        time.sleep(0.5)
+    assert 'id="status">finished<' in page, page[-3000:]
+    folder = re.search(r'id="run-folder">([^<]+)<', page).group(1)
+    assert folder.startswith(str(settings.runs)) and (Path(folder) / "final" / "config.json").is_file()
+    assert Path(folder).name in admin.get("/runs").text
