@@ -46,10 +46,11 @@ def run_generations(run: Path) -> list[dict]:
     return samples
 
 
-def read_source(spec: str) -> list[tuple[str, list[tuple[str, str]]]]:
-    """``[(prompt text, [(source label, response), ...]), ...]`` of one response source: a run folder
-    (its eval report's policy and reference generations) or a data file in any alignkit format (read
-    through :func:`alignkit.data.load.read_rows` and the format's converter)."""
+def read_source(spec: str) -> list[tuple[object, list[tuple[str, str]]]]:
+    """``[(prompt, [(source label, response), ...]), ...]`` of one response source: a run folder (its eval
+    report's policy and reference generations) or a data file in any alignkit format (read through
+    :func:`alignkit.data.load.read_rows` and the format's converter; prompts stay as the format gives them,
+    a string or chat messages)."""
     from alignkit.data.formats import FormatError, detect_format
     from alignkit.data.load import read_rows
 
@@ -60,7 +61,7 @@ def read_source(spec: str) -> list[tuple[str, list[tuple[str, str]]]]:
             resp = [(f"{path.name}:policy", s["policy"])]
             if s.get("reference") is not None:
                 resp.append((f"{path.name}:reference", s["reference"]))
-            out.append((as_text(s["prompt"]), resp))
+            out.append((s["prompt"], resp))
         return out
     rows = read_rows(spec)
     fmts = formats()
@@ -74,20 +75,19 @@ def read_source(spec: str) -> list[tuple[str, list[tuple[str, str]]]]:
             ex = fmt.convert(row, {})
         except FormatError as exc:
             raise UserError(f"{spec}, record {i + 1}: {exc}", "fix that record") from None
-        out.append((as_text(ex["prompt"]),
-                    [(f"{path.name}:{label}", text) for label, text in responses_of(ex, fmt.kind)
-                     if isinstance(text, str)]))
+        out.append((ex["prompt"], [(f"{path.name}:{label}", text) for label, text in responses_of(ex, fmt.kind)
+                                   if isinstance(text, str)]))
     return out
 
 
-def gather(specs: list[str], k: int | None = None) -> list[tuple[str, list[tuple[str, str]]]]:
-    """Prompts with their responses from every source (joined by prompt text, first-seen order),
-    keeping those with at least two responses (the first ``k`` when given)."""
-    joined: dict[str, list] = {}
+def gather(specs: list[str], k: int | None = None) -> list[tuple[object, list[tuple[str, str]]]]:
+    """Prompts with their responses from every source (joined by prompt text, first-seen order; the first
+    source's form of the prompt is kept), those with at least two responses (the first ``k`` when given)."""
+    joined: dict[str, tuple[object, list]] = {}
     for spec in specs:
         for prompt, resp in read_source(spec):
-            joined.setdefault(prompt, []).extend(resp)
-    out = [(p, r[:k] if k else r) for p, r in joined.items() if len(r) >= 2]
+            joined.setdefault(as_text(prompt), (prompt, []))[1].extend(resp)
+    out = [(p, r[:k] if k else r) for p, r in joined.values() if len(r) >= 2]
     if not out:
         raise UserError("no prompt has two or more responses in the sources given",
                         "add a source answering the same prompts (a run folder, a preference file, pairs output)")

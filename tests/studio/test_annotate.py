@@ -165,3 +165,23 @@ def test_create_user_checks_and_hashes(studio):
                                                                              "unknown role")]:
             with pytest.raises(UserError, match=msg):
                 create_user(db, *args)
+
+
+def test_sources_join_by_prompt_and_keep_chat_prompts(studio, tmp_path):
+    from .conftest import write_jsonl
+
+    chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+            {"role": "user", "content": "Name a colour"}]
+    a = write_jsonl(tmp_path / "a.jsonl", [{"prompt": chat, "chosen": "red", "rejected": "no"},
+                                           {"prompt": "alone", "chosen": "x", "rejected": "y"}])
+    b = write_jsonl(tmp_path / "b.jsonl", [{"prompt": chat, "completion": "blue"}])
+    items = ann.gather([str(a), str(b)])
+    assert items[0] == (chat, [("a.jsonl:chosen", "red"), ("a.jsonl:rejected", "no"), ("b.jsonl:completion", "blue")])
+    assert [len(r) for _, r in items] == [3, 2]
+    app, _ = studio
+    with app.state.sessions() as db:
+        (alice,) = _users(db, "alice")
+        project = ann.create_project(db, "chat", "ranking", "g", 1, [alice], [items[0]], [])
+        _label_all(db, project, alice, lambda item, order: {"rank_0": "2", "rank_1": "3", "rank_2": "1"})
+        rows, _ = ann.export_rows(db, project, "preference")
+    assert rows[0]["prompt"] == chat and (rows[0]["chosen"], rows[0]["rejected"]) == ("blue", "no")
