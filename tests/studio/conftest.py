@@ -4,10 +4,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("fastapi")
-pytest.importorskip("sqlalchemy")
-pytest.importorskip("argon2")
-
 PASSWORD = "correct-horse-1"
 XSS = "<script>alert('pwned')</script>"
 PROMPTS = [f"Question {i}: how do I fix bug {i}?" for i in range(6)]

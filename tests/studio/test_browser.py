@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+for _module in ("fastapi", "sqlalchemy", "argon2", "jinja2", "sklearn"):  # the studio extra
+    pytest.importorskip(_module)
+
 from .conftest import PASSWORD, PROMPTS, XSS, Server, write_jsonl
 
 CHROMIUM = os.environ.get("ALIGNKIT_CHROMIUM", "/usr/bin/chromium")

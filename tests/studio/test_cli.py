@@ -10,6 +10,9 @@ import time
 
 import pytest
 
+for _module in ("fastapi", "sqlalchemy", "argon2", "jinja2", "sklearn"):  # the studio extra
+    pytest.importorskip(_module)
+
 from .conftest import PASSWORD, csrf_of
 
 httpx = pytest.importorskip("httpx")

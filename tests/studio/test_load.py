@@ -7,6 +7,10 @@ import threading
 import time
 
 import pytest
+
+for _module in ("fastapi", "sqlalchemy", "argon2", "jinja2", "sklearn"):  # the studio extra
+    pytest.importorskip(_module)
+
 from sqlalchemy import func, select
 
 from .conftest import PASSWORD, Server, csrf_of, write_jsonl

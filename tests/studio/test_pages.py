@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+for _module in ("fastapi", "sqlalchemy", "argon2", "jinja2", "sklearn"):  # the studio extra
+    pytest.importorskip(_module)
+
 from .conftest import csrf_of, login, write_jsonl
 
 pytest.importorskip("httpx")

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+for _module in ("fastapi", "sqlalchemy", "argon2", "jinja2", "sklearn"):  # the studio extra
+    pytest.importorskip(_module)
+
 from .conftest import PASSWORD, Server, write_jsonl
 from .test_load import _annotate
 

@@ -4,6 +4,9 @@ import re
 
 import pytest
 
+for _module in ("fastapi", "sqlalchemy", "argon2", "jinja2", "sklearn"):  # the studio extra
+    pytest.importorskip(_module)
+
 from .conftest import PASSWORD, XSS, csrf_of, login
 
 pytest.importorskip("httpx")
