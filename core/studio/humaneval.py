@@ -116,7 +116,7 @@ def _judge_comparison(run: Path, per_item: dict) -> dict | None:
     shared = [i for i in per_item if isinstance(i, int) and i < len(verdicts)]
     agree = [_majority(per_item[i]) == verdicts[i]["outcome"] for i in shared]
     return {"model_path": judge.get("model_path"), "judge_win_rate": judge.get("win_rate"),
-            "items": len(shared), "agreement": sum(agree) / len(agree) if agree else None,
+            "prompts": len(shared), "agreement": sum(agree) / len(agree) if agree else None,
             "position_bias": judge_position_bias(verdicts)}
 
 
@@ -139,7 +139,7 @@ def write_results(res: dict, run: Path) -> Path:
     lines += ["", f"Raw agreement: {ag['raw_agreement']}; Fleiss' kappa: {ag['fleiss_kappa']}."]
     if res.get("judge"):
         j = res["judge"]
-        lines += [f"Human-judge agreement (majority vs judge outcome): {j['agreement']} over {j['items']} prompts; "
+        lines += [f"Human-judge agreement (majority vs judge outcome): {j['agreement']} over {j['prompts']} prompts; "
                   f"judge picks the first-shown response {j['position_bias']['first_position_rate']} of the time."]
     (folder / "human_eval.md").write_text("\n".join(lines) + "\n")
     return path

@@ -147,7 +147,7 @@ def test_blind_eval_results_against_hand_counts(studio):
     assert res["per_annotator"]["bob"]["value"] == pytest.approx(4.5 / 6)
     j = res["judge"]  # majorities: item 0 tie (a vs b), item 1 a (a, tie -> a wins 1:1? tie) ...
     # item 0: [a, b] -> tie; item 1: [a, tie] -> tie; items 2-5: a. Judge: item 0 "a", items 1-5 "tie"
-    assert j["items"] == 6 and j["agreement"] == pytest.approx(1 / 6)  # only item 1 (tie = tie) agrees
+    assert j["prompts"] == 6 and j["agreement"] == pytest.approx(1 / 6)  # only item 1 (tie = tie) agrees
     pb = j["position_bias"]  # 11 of 12 judgements pick the first-shown response; 5 pairs flip with the order
     assert pb["first_position_rate"] == pytest.approx(11 / 12) and pb["inconsistent_pairs"] == 5
     path = humaneval.write_results(res, run)

@@ -258,6 +258,7 @@ def test_blind_evaluation_of_a_run(browser, served):
     w = saved["win_rate"]
     assert w["n"] == 12 and f"{w['value']:.3f}" == rate and w["wins"] + w["losses"] == 12
     assert saved["judge"]["position_bias"]["first_position_rate"] == pytest.approx(11 / 12)
+    assert saved["judge"]["prompts"] == 6
 
 
 @pytest.mark.slow

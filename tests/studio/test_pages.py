@@ -127,7 +127,10 @@ def test_blind_eval_and_runs_pages(studio):
         aid = re.search(rf'action="/annotate/{pid}/(\d+)"', p.text).group(1)
         alice.post(f"/annotate/{pid}/{aid}", data={"csrf": csrf_of(p.text), "choice": "0"})  # the policy
     ev = admin.get(f"/evals/{pid}")
-    assert 'id="winrate">1.000<' in ev.text and 'id="judge-agreement">' in ev.text
+    assert 'id="winrate">1.000<' in ev.text
+    # the judge's outcomes: "a" on prompt 0, ties elsewhere -> agrees with alice's "a" on 1 of 6; it picked the
+    # first-shown response in 11 of its 12 judgements
+    assert 'id="judge-agreement">0.167<' in ev.text and 'id="position-bias">0.917<' in ev.text
     admin.post(f"/evals/{pid}/save", data={"csrf": csrf_of(ev.text)})
     saved = json.loads((settings.runs / "run-a" / "eval" / "human_eval.json").read_text())
     assert saved["win_rate"]["n"] == 6 and saved["win_rate"]["value"] == 1.0
