@@ -183,6 +183,10 @@ def create_app(settings: StudioSettings) -> FastAPI:
             raise HTTPException(404, "no such project among your assignments")
         return project
 
+    def shown_order(a: Assignment) -> list[tuple[int, str]]:
+        """``(response index, text)`` in the order the assignment shows them."""
+        return [(i, a.item.responses[i]) for i in a.order]
+
     @signed.get("/annotate/{pid}", response_class=HTMLResponse)
     def annotate_page(request: Request, pid: int, user: User = Depends(current_user), db: Session = Depends(get_db)):
         project = own_project(db, user, pid)
@@ -190,9 +194,8 @@ def create_app(settings: StudioSettings) -> FastAPI:
         done, total = ann.progress(db, project, user)
         if a is None:
             return render(request, "annotate.html", user, project=project, done=done, total=total, assignment=None)
-        shown = [(i, a.item.responses[i]) for i in a.order]
         return render(request, "annotate.html", user, project=project, done=done, total=total, assignment=a,
-                      shown=shown, shown_at=f"{time.time():.3f}")
+                      shown=shown_order(a), shown_at=f"{time.time():.3f}")
 
     @signed.post("/annotate/{pid}/{aid}")
     def annotate_submit(request: Request, pid: int, aid: int, form: dict = Depends(checked_form),
@@ -204,10 +207,9 @@ def create_app(settings: StudioSettings) -> FastAPI:
         try:
             value = ann.parse_value(project, len(a.item.responses), form)
         except UserError as exc:
-            shown = [(i, a.item.responses[i]) for i in a.order]
             done, total = ann.progress(db, project, user)
             return render(request, "annotate.html", user, status=400, project=project, done=done, total=total,
-                          assignment=a, shown=shown, shown_at=form.get("shown_at", ""), error=str(exc))
+                          assignment=a, shown=shown_order(a), shown_at=form.get("shown_at", ""), error=str(exc))
         try:
             seconds = max(0.0, time.time() - float(form.get("shown_at", "")))
         except ValueError:

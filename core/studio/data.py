@@ -211,6 +211,7 @@ def mixture_stats(view: DataView) -> dict:
     return {"sources": rows, "examples": sum(len(s.examples) for s in view.sources), "train": train_total,
             "held_out": sum(s.n_eval for s in view.sources),
             "over_max_length": sum(s.stats.get("over_max_length", 0) for s in view.sources),
+            "histogram": histogram([n for s in view.sources for n in s.stats.get("_lengths", [])]),
             "shared_prompts": sum(len(v) > 1 for v in seen.values())}
 
 

@@ -192,6 +192,7 @@ def test_two_source_mixture_from_a_yaml_path(studio, tmp_path):
     assert [(s.format, s.n_train, s.n_eval) for s in view.sources] == [("sft", 8, 2), ("sft", 4, 1)]
     m = dv.mixture_stats(view)  # 12 training examples drawn 2:1 -> 8 and 4; p8, p9 in both sources
     assert [r["mixed"] for r in m["sources"]] == [8, 4] and m["shared_prompts"] == 2 and m["examples"] == 15
+    assert m["histogram"] == []  # token lengths are measured when the page first shows the data
     admin = login(TestClient(app), "admin")
     page = admin.get(f"/data?name={tmp_path / 'mix.yaml'}&source=1")
     assert 'id="count-1">5</span>' in page.text and 'id="matched">5<' in page.text
