@@ -115,6 +115,9 @@ def test_script_in_a_response_renders_as_text(studio, pairs_file):
     for url in ("/runs/view?path=run-a", "/runs/compare?path=run-a&path=run-b"):
         html = admin.get(url).text
         assert XSS not in html and "&lt;script&gt;" in html, url
+    # user input echoed in an error message is escaped too
+    bad = admin.get("/data", params={"name": XSS})
+    assert bad.status_code == 400 and XSS not in bad.text and "&lt;script&gt;" in bad.text
 
 
 def test_csrf_is_required_on_every_form(studio, pairs_file):
