@@ -295,3 +295,30 @@ def test_runs_table(browser, served):
     page.goto("/runs/view?path=run-a")
     assert page.locator("svg polyline").count() == 2
     shot(page, "run")
+
+
+def test_four_level_rating_with_feedback(browser, served, pairs_file):
+    url, _ = served
+    admin = new_page(browser, url, "admin")
+    pid = _create_project(admin, "ratings", str(pairs_file), mode="rating", overlap=1)
+    page = new_page(browser, url, "alice")
+    page.goto(f"/annotate/{pid}")
+    assert "irrelevant or invalid" in page.locator("details").inner_text()  # the scale with the guideline
+    shot(page, "rating")
+    done = 0
+    while page.locator("#finished").count() == 0:
+        page.locator(".response").nth(0).locator("input[value=A]").check()  # the first shown: A
+        page.locator(".response").nth(1).locator("input[value=C]").check()  # the second shown: C
+        page.fill("textarea[name=feedback]", "cite a source")
+        page.click("#submit")
+        page.wait_for_load_state()
+        done += 1
+    assert done == 3  # overlap 1 over alice and bob: every other item is alice's
+    # the exports, fetched with the admin's browser session
+    rows = [json.loads(x) for x in admin.request.get(f"{url}/projects/{pid}/export/ranked").text().splitlines()]
+    assert len(rows) == 3
+    for r in rows:  # A (3.0) went to the response shown first
+        best = r["responses"][r["scores"].index(3.0)]
+        assert sorted(r["scores"]) == [1.0, 3.0] and r["sources"][r["responses"].index(best)] == r["order_shown"][0]
+    hind = admin.request.get(f"{url}/projects/{pid}/export/hindsight").text().splitlines()
+    assert len(hind) == 3 and all(json.loads(x)["feedback"] == "cite a source" for x in hind)
