@@ -7,6 +7,7 @@ posts back.
 """
 from __future__ import annotations
 
+import functools
 import hmac
 import re
 import secrets
@@ -21,8 +22,13 @@ from alignkit.studio.db import ROLES, User, user_by_name
 _HASHER = PasswordHasher()
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MIN_PASSWORD = 8
-#: a fixed hash to verify against when the user does not exist, so a wrong name takes as long as a wrong password
-_DUMMY = _HASHER.hash("not-a-password")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A fixed hash to verify against when the user does not exist, so a wrong name takes as long as a wrong
+    password (made on first use, not at import)."""
+    return _HASHER.hash("not-a-password")
 
 
 def hash_password(password: str) -> str:
@@ -39,7 +45,7 @@ def verify_password(stored: str, password: str) -> bool:
 def authenticate(db: Session, name: str, password: str) -> User | None:
     user = user_by_name(db, name)
     if user is None:
-        verify_password(_DUMMY, password)
+        verify_password(_dummy_hash(), password)
         return None
     return user if verify_password(user.password_hash, password) else None
 

@@ -69,9 +69,16 @@ def test_killed_server_loses_no_committed_label(tmp_path, pairs_file):
     home = tmp_path / "studio"
     r = _cli("studio", "user", "name=boss", "role=admin", f"home={home}")
     assert r.returncode == 0 and "created admin boss" in r.stdout, r.stderr
-    assert _cli("studio", "user", "name=ann", f"home={home}").returncode == 0
-    bad = _cli("studio", "user", "name=ann", f"home={home}")
-    assert bad.returncode == 2 and bad.stderr.strip() == "alignkit: user 'ann' already exists; pick another name"
+    bad = _cli("studio", "user", "name=boss", f"home={home}")
+    assert bad.returncode == 2 and bad.stderr.strip() == "alignkit: user 'boss' already exists; pick another name"
+    from alignkit.studio.app import StudioSettings
+    from alignkit.studio.auth import create_user
+    from alignkit.studio.db import make_engine, session_factory
+
+    engine = make_engine(StudioSettings(home=home).db_url)
+    with session_factory(engine)() as db:
+        create_user(db, "ann", PASSWORD)
+    engine.dispose()
     port = _free_port()
     proc = _start(home, port)
     try:
@@ -95,8 +102,7 @@ def test_killed_server_loses_no_committed_label(tmp_path, pairs_file):
     # the database as the next server start opens it: every label the browser saw accepted is there
     from sqlalchemy import select
 
-    from alignkit.studio.app import StudioSettings
-    from alignkit.studio.db import Label, make_engine, session_factory
+    from alignkit.studio.db import Label
 
     engine = make_engine(StudioSettings(home=home).db_url)
     with session_factory(engine)() as db:
