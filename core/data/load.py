@@ -259,6 +259,11 @@ def _read_records(path: str, split: str, index: int = 0) -> _Records:
     return records
 
 
+def read_rows(path: str, split: str = "train", index: int = 0) -> list[dict]:
+    """The raw records of one source path (a local file or a hub data set), as :func:`load_source` reads them."""
+    return _read_records(path, split, index).rows
+
+
 def _pick_format(src, records: _Records, fields: dict, formats: dict, index: int):
     """The source's format spec (detected from the first record's columns under ``format: auto``)."""
     choices = f"set {_source_key(index)}.format to one of: {', '.join(sorted(formats))}, auto"
