@@ -40,23 +40,37 @@ def named_config_class(cls: type, name: str) -> type:
     return dataclasses.make_dataclass(cls.__name__, [("name", str, dataclasses.field(default=name))], bases=(cls,))
 
 
+#: (group, name) of each plugin entry register_configs stored last, so a later registry replaces them
+_STORED: set[tuple[str, str]] = set()
+
+
 def register_configs(registry) -> None:
-    """Store the run schema, every algorithm's config and plugin data presets."""
+    """Store the run schema, every algorithm's config and plugin data presets of ``registry``, and drop
+    the entries an earlier registry stored that this one lacks (a disabled or uninstalled plugin's
+    algorithm is then unknown, and a sweep launcher that pickles Hydra's state carries no stale class)."""
     cs = ConfigStore.instance()
+    for group, name in _STORED:
+        cs.repo.get(group, {}).pop(f"{name}.yaml", None)
+    _STORED.clear()
+
+    def store(group: str, name: str, node, provider: str) -> None:
+        cs.store(group=group, name=name, node=node, provider=provider)
+        _STORED.add((group, name))
+
     cs.store(name="run_schema", node=RunConfig)
     algo_yaml = set(yaml_options("algo"))
     for name, (spec, plugin) in registry.algorithms.items():
         node = named_config_class(spec.config_class, name)
-        cs.store(group="algo", name=f"{name}_schema", node=node, provider=plugin)
+        store("algo", f"{name}_schema", node, plugin)
         if name not in algo_yaml:  # a plugin without YAML is still selectable as algo=<name>
-            cs.store(group="algo", name=name, node=node, provider=plugin)
+            store("algo", name, node, plugin)
     data_yaml = set(yaml_options("data"))
     for name, (preset, plugin) in registry.datasets.items():
         if name in data_yaml:
             continue
         conf = dict(preset.config)
         conf["sources"] = [DataSource(**s) for s in conf.get("sources", [])]
-        cs.store(group="data", name=name, node=DataConfig(**{"name": name, **conf}), provider=plugin)
+        store("data", name, DataConfig(**{"name": name, **conf}), plugin)
 
 
 def _unknown_key(key: str, overrides: list[str]) -> ConfigError:

@@ -110,3 +110,33 @@ def test_boundary_values_pass():
     cfg = compose_config(["algo=grpo", "algo.beta=0", "algo.generation.temperature=0", "trainer.max_grad_norm=0",
                           "trainer.eval_steps=0"])
     assert cfg.algo.beta == 0 and cfg.trainer.max_grad_norm == 0
+
+
+def test_register_configs_drops_what_an_earlier_registry_stored():
+    """The ConfigStore holds the current registry's plugin entries only: an algorithm of a plugin that is
+    gone is unknown again, and no class of it is left in Hydra's state (which sweep launchers pickle)."""
+    from dataclasses import dataclass
+    from types import SimpleNamespace
+
+    from hydra.core.config_store import ConfigStore
+
+    from alignkit.config.compose import register_configs
+    from alignkit.registry import registry_for
+
+    @dataclass
+    class GoneConfig:
+        name: str = "gone_algo"
+        beta: float = 0.5
+
+    real = registry_for([])
+    extra = SimpleNamespace(algorithms={**real.algorithms,
+                                        "gone_algo": (SimpleNamespace(config_class=GoneConfig), "gone-plugin")},
+                            datasets=real.datasets)
+    try:
+        register_configs(extra)
+        algo = ConfigStore.instance().repo["algo"]
+        assert {"gone_algo.yaml", "gone_algo_schema.yaml"} <= set(algo)
+    finally:
+        register_configs(real)
+    assert "gone_algo.yaml" not in algo and "gone_algo_schema.yaml" not in algo
+    assert "dpo_schema.yaml" in algo
