@@ -157,7 +157,7 @@ def cmd_list(argv: list[str]) -> int:
     print("\ndata formats (data.sources[].format):")
     for name in sorted(reg.data_formats):
         spec, plugin = reg.data_formats[name]
-        print(f"  {name:<11} {spec.kind:<10} {spec.description}")
+        print(f"  {name:<13} {spec.kind:<10} {spec.description}")
     if reg.broken:
         print("\nbroken plugins (skipped):")
         for plugin, err in reg.broken:

@@ -107,7 +107,7 @@ def run_pairs(cfg: Any, step: Any) -> None:
     _check_side_output(cfg)
     rows = step.read(str(cfg.input))
     prompts = [ex["prompt"] for ex in to_examples(rows, "prompt", str(cfg.format), dict(cfg.fields or {}),
-                                                  step.formats())]
+                                                  step.formats(), step.counts)]
     policy = step.load_model()
     scorer = build_scorer(cfg, step, policy)
     done = int(step.start().get("done", 0))

@@ -4,14 +4,16 @@
 Formats (for ``data.sources[].format`` and the data steps' ``format=``):
 
 * ``alpaca``: ``instruction``, optional ``input``, ``output`` -> ``sft`` (prompt: the
-  instruction, then a blank line and the input when there is one), the rows
+  instruction, then a blank line and the input when there is one): Stanford Alpaca's
+  ``alpaca_data.json``, Self-Instruct's released data, and the rows
   ``alignkit data self-instruct`` writes;
 * ``instruction``: ``instruction`` and optional ``input`` without an output -> ``prompt``.
 """
 from __future__ import annotations
 
 from alignkit import hookimpl
-from alignkit.data.formats import DataFormatSpec, FormatError, present_fields
+from alignkit.data.corpora import instruction_prompt, text_field
+from alignkit.data.formats import DataFormatSpec
 from alignkit.datagen.dedup import DedupConfig, run_dedup
 from alignkit.datagen.mix import MixConfig, run_mix
 from alignkit.datagen.pairs import PairsConfig, run_pairs
@@ -20,26 +22,8 @@ from alignkit.datagen.self_instruct import SelfInstructConfig, run_self_instruct
 from alignkit.datagen.spec import DataStepSpec
 
 
-def _text(record: dict, fields: dict, name: str, required: bool = True) -> str:
-    col = fields.get(name, name)
-    value = record.get(col)
-    if value is None:
-        if required:
-            raise FormatError(f"missing field {col!r}, the record has {present_fields(record)}")
-        return ""
-    if not isinstance(value, str):
-        raise FormatError(f"field {col!r} must be a string, got {type(value).__name__}")
-    return value
-
-
-def instruction_prompt(record: dict, fields: dict) -> str:
-    """The instruction, then a blank line and the input when the record has one."""
-    instruction, given = _text(record, fields, "instruction"), _text(record, fields, "input", required=False)
-    return f"{instruction}\n\n{given}" if given.strip() else instruction
-
-
 def _alpaca(record: dict, fields: dict) -> dict:
-    return {"prompt": instruction_prompt(record, fields), "completion": _text(record, fields, "output")}
+    return {"prompt": instruction_prompt(record, fields), "completion": text_field(record, fields, "output")}
 
 
 def _instruction(record: dict, fields: dict) -> dict:
