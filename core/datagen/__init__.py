@@ -5,6 +5,8 @@ Steps (``alignkit data <step> [key=value ...]``), one module each:
 * ``self-instruct`` (:mod:`~alignkit.datagen.self_instruct`): new instructions from seed tasks;
 * ``score`` / ``select`` (:mod:`~alignkit.datagen.score`): judge or reward scores, then keep the best;
 * ``pairs`` (:mod:`~alignkit.datagen.pairs`): best-of-n preference pairs and ranked lists;
+* ``self-chat`` (:mod:`~alignkit.datagen.self_chat`): multi-turn dialogues from seed questions (Baize);
+* ``sdf`` (:mod:`~alignkit.datagen.sdf`): self-distillation with feedback on every dialogue turn;
 * ``dedup`` (:mod:`~alignkit.datagen.dedup`): exact and near duplicates;
 * ``mix`` (:mod:`~alignkit.datagen.mix`): weighted mixtures of sources.
 

@@ -21,7 +21,7 @@ Sampling and scoring are those of the online algorithms
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional
 
 from omegaconf import MISSING
 
@@ -30,9 +30,9 @@ from alignkit.datagen.io import output_suffix, to_examples
 from alignkit.datagen.scoring import ScoringConfig, build_scorer
 from alignkit.datagen.spec import ModelStepConfig
 from alignkit.errors import UserError
-from alignkit.rollout.config import SamplingConfig
+from alignkit.rollout.config import SamplingConfig, sampling_kwargs
 
-__all__ = ["PairsConfig", "run_pairs", "clean_list", "make_pairs", "ranked_list"]
+__all__ = ["PairsConfig", "run_pairs", "clean_list", "make_pairs", "ranked_list", "best_of_n", "check_side_output"]
 
 
 @dataclass
@@ -89,50 +89,59 @@ def ranked_list(prompt: Any, ranked: list[tuple[str, float]], keep_ties: bool) -
     return {"prompt": prompt, "responses": [r for r, _ in kept], "scores": [s for _, s in kept]}
 
 
-def _check_side_output(cfg: Any) -> None:
-    if cfg.ranked_output:
+def check_side_output(path: Any, key: str, overwrite: bool) -> None:
+    """Refuse a side output (``ranked_output=`` ...) that is not .jsonl/.parquet or that exists without ``overwrite``."""
+    if path:
         from pathlib import Path
 
-        output_suffix(str(cfg.ranked_output), "ranked_output")
-        if Path(cfg.ranked_output).exists() and not cfg.overwrite:
-            raise UserError(f"ranked_output {cfg.ranked_output} already exists",
-                            "pass overwrite=true to replace it, or choose another ranked_output=")
+        output_suffix(str(path), key)
+        if Path(str(path)).exists() and not overwrite:
+            raise UserError(f"{key} {path} already exists", f"pass overwrite=true to replace it, or choose another {key}=")
 
 
-def run_pairs(cfg: Any, step: Any) -> None:
+def best_of_n(cfg: Any, step: Any, prompts: list, policy: tuple[Any, Any], scorer: Any, done: int,
+              extra_responses: list | None = None) -> Iterator[tuple[int, list[tuple[Any, list[tuple[str, float]]]]]]:
+    """Sample ``cfg.num_samples`` responses for each prompt from ``done`` on, ``cfg.batch_size`` prompts a
+    batch (each seeded from ``cfg.seed`` and its index), score them and yield ``(start, [(prompt,
+    best_first), ...])`` per batch, ``best_first`` cleaned by :func:`clean_list` (drops counted in
+    ``step.counts``). ``extra_responses[i]``: existing responses of prompt ``i`` ranked with the samples.
+    The caller commits each batch (``step.commit_batch(start + len(items), ...)``) before the next."""
     import torch
 
     from alignkit.ranking.lists import sample_ranked_lists
 
-    _check_side_output(cfg)
+    data_cfg = step.tokenization()
+    bs = int(cfg.batch_size)
+    for start in range(done, len(prompts), bs):
+        torch.manual_seed(step.seed(start // bs))
+        extra = extra_responses[start:start + bs] if extra_responses is not None else None
+        lists = sample_ranked_lists(prompts[start:start + bs], *policy, data_cfg, scorer, k=int(cfg.num_samples),
+                                    sampling=sampling_kwargs(cfg.generation), extra_responses=extra, batch_size=bs,
+                                    missing_eos_penalty=float(cfg.reward.missing_eos_penalty))
+        yield start, [(item["prompt"], clean_list(item["responses"], item["scores"], step.counts)) for item in lists]
+
+
+def run_pairs(cfg: Any, step: Any) -> None:
+    check_side_output(cfg.ranked_output, "ranked_output", bool(cfg.overwrite))
     rows = step.read(str(cfg.input))
     prompts = [ex["prompt"] for ex in to_examples(rows, "prompt", str(cfg.format), dict(cfg.fields or {}),
                                                   step.formats(), step.counts)]
     policy = step.load_model()
     scorer = build_scorer(cfg, step, policy)
     done = int(step.start().get("done", 0))
-    data_cfg = step.tokenization()
-    sampling = {"max_new_tokens": int(cfg.generation.max_new_tokens), "temperature": float(cfg.generation.temperature),
-                "top_k": int(cfg.generation.top_k), "top_p": float(cfg.generation.top_p)}
     bar = step.progress(len(prompts), done, "prompt")
-    bs = int(cfg.batch_size)
-    for start in range(done, len(prompts), bs):
-        torch.manual_seed(step.seed(start // bs))
-        lists = sample_ranked_lists(prompts[start:start + bs], *policy, data_cfg, scorer, k=int(cfg.num_samples),
-                                    sampling=sampling, batch_size=bs,
-                                    missing_eos_penalty=float(cfg.reward.missing_eos_penalty))
+    for start, items in best_of_n(cfg, step, prompts, policy, scorer, done):
         pairs, ranked = [], []
-        for item in lists:
-            best_first = clean_list(item["responses"], item["scores"], step.counts)
-            made = make_pairs(item["prompt"], best_first, str(cfg.pairing), float(cfg.min_gap))
+        for prompt, best_first in items:
+            made = make_pairs(prompt, best_first, str(cfg.pairing), float(cfg.min_gap))
             step.counts["prompts_without_pair"] += not made
             pairs += made
-            listed = ranked_list(item["prompt"], best_first, bool(cfg.keep_ties))
+            listed = ranked_list(prompt, best_first, bool(cfg.keep_ties))
             ranked += [listed] if listed else []
         step.counts["pairs"] += len(pairs)
         step.counts["ranked_lists"] += len(ranked)
-        step.commit_batch(start + len(lists), {"rows": pairs, "ranked": ranked})
-        bar.update(len(lists))
+        step.commit_batch(start + len(items), {"rows": pairs, "ranked": ranked})
+        bar.update(len(items))
     bar.close()
     step.counts["prompts"] = len(prompts)
     if step.counts["pairs"] == 0:

@@ -17,6 +17,8 @@ from alignkit.data.formats import DataFormatSpec
 from alignkit.datagen.dedup import DedupConfig, run_dedup
 from alignkit.datagen.mix import MixConfig, run_mix
 from alignkit.datagen.pairs import PairsConfig, run_pairs
+from alignkit.datagen.sdf import SdfConfig, run_sdf
+from alignkit.datagen.self_chat import SelfChatConfig, run_self_chat
 from alignkit.datagen.score import ScoreConfig, SelectConfig, run_score, run_select
 from alignkit.datagen.self_instruct import SelfInstructConfig, run_self_instruct
 from alignkit.datagen.spec import DataStepSpec
@@ -43,6 +45,10 @@ BUILTIN_STEPS = [
     DataStepSpec("select", SelectConfig, run_select, "keep scored examples by threshold, top-k or top fraction"),
     DataStepSpec("pairs", PairsConfig, run_pairs,
                  "best-of-n samples scored into prompt/chosen/rejected pairs (DPO) and ranked lists (PRO, RRHF)"),
+    DataStepSpec("self-chat", SelfChatConfig, run_self_chat,
+                 "multi-turn dialogues from seed questions, the model playing both sides (Baize self-chat)"),
+    DataStepSpec("sdf", SdfConfig, run_sdf,
+                 "k replies per dialogue turn ranked by a judge or reward: best kept (SFT), best vs worst (DPO)"),
     DataStepSpec("dedup", DedupConfig, run_dedup, "remove exact and near duplicates (MinHash LSH) across files"),
     DataStepSpec("mix", MixConfig, run_mix, "weighted mixture of sources in one file, with per-source counts"),
 ]

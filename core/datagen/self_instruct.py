@@ -33,7 +33,7 @@ from alignkit.datagen.similarity import RougePool
 from alignkit.datagen.spec import ModelStepConfig
 from alignkit.datagen.templates import COT_SUFFIX, PROPOSAL_EXAMPLE, PROPOSAL_TEMPLATE, RESPONSE_TEMPLATE, load_template
 from alignkit.errors import UserError
-from alignkit.rollout.config import SamplingConfig
+from alignkit.rollout.config import SamplingConfig, sampling_kwargs
 
 __all__ = ["SelfInstructConfig", "run_self_instruct", "parse_task", "reject_reason", "BLOCKLIST"]
 
@@ -151,11 +151,6 @@ class Proposer:
         return text + (COT_SUFFIX if self.cfg.chain_of_thought else "")
 
 
-def _sampling(s: Any) -> dict:
-    return {"max_new_tokens": int(s.max_new_tokens), "temperature": float(s.temperature), "top_k": int(s.top_k),
-            "top_p": float(s.top_p)}
-
-
 def _filter(candidates: list[tuple[str, str]], pool: RougePool, cfg: Any, room: int, counts: Any) -> list[dict]:
     """The candidates that pass every filter (at most ``room``), added to ``pool`` as they pass."""
     accepted = []
@@ -196,13 +191,13 @@ def run_self_instruct(cfg: Any, step: Any) -> None:
         rng = random.Random(step.seed(round_))
         torch.manual_seed(step.seed(round_))
         prompts = [proposer.proposal_prompt(proposer.examples(rng, generated)) for _ in range(int(cfg.batch_size))]
-        roll = generate_from_prompts(model, tok, prompts, data_cfg, **_sampling(cfg.proposal))
+        roll = generate_from_prompts(model, tok, prompts, data_cfg, **sampling_kwargs(cfg.proposal))
         step.counts["proposed"] += len(prompts)
         accepted = _filter([parse_task(t) for t in roll.completions], pool, cfg, int(cfg.target) - len(generated),
                            step.counts)
         if cfg.generate_outputs and accepted:
             answers = generate_from_prompts(model, tok, [proposer.response_prompt(t) for t in accepted], data_cfg,
-                                            **_sampling(cfg.response)).completions
+                                            **sampling_kwargs(cfg.response)).completions
             for task, answer in zip(accepted, answers):
                 task["output"] = answer.strip()
             step.counts["rejected_empty_output"] += sum(not t["output"] for t in accepted)

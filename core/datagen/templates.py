@@ -13,7 +13,7 @@ from pathlib import Path
 from alignkit.errors import UserError
 
 __all__ = ["load_template", "JUDGE_TEMPLATE", "PROPOSAL_TEMPLATE", "PROPOSAL_EXAMPLE", "RESPONSE_TEMPLATE",
-           "COT_SUFFIX"]
+           "COT_SUFFIX", "SELF_CHAT_USER_TEMPLATE"]
 
 #: Alpagasus-style rubric (Chen et al. 2023), asking for the score first so a short answer holds it
 JUDGE_TEMPLATE = (
@@ -36,6 +36,14 @@ PROPOSAL_EXAMPLE = "Task {number}: {instruction}\n{input_line}\n"
 RESPONSE_TEMPLATE = "{instruction}{input_block}"
 #: appended to :data:`RESPONSE_TEMPLATE` with ``chain_of_thought=true``
 COT_SUFFIX = "\n\nThink step by step, then give the final answer."
+
+#: the user's side of Baize's self-chat (Xu et al. 2023): the transcript in its [|Human|] / [|AI|] labels
+SELF_CHAT_USER_TEMPLATE = (
+    "You are the human in a conversation with an AI assistant that started from this question: {seed}\n\n"
+    "The conversation so far:\n{transcript}\n\n"
+    "Write the human's next message: one related follow-up question, in one or two sentences. "
+    "If the human has no more questions, write {end_marker}."
+)
 
 
 def load_template(value: str, key: str, fields: tuple[str, ...]) -> str:
