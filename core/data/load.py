@@ -51,6 +51,7 @@ class LoadedData:
     eval: list[dict]
     kind: str  #: kind of the examples (after conversion)
     skipped: dict | None = None  #: ``data.sources[i]`` -> {reason: records its format left out}, sources with any
+    languages: dict | None = None  #: ``data.sources[i]`` -> {language: records}, sources with a ``language`` column
 
 
 @dataclass
@@ -304,16 +305,20 @@ def _convert(records: _Records, spec, fields: dict, want_kind: str, index: int,
     return examples
 
 
-def load_source(src, formats: dict, want_kind: str, seed: int, index: int = 0,
-                skipped: Counter | None = None) -> tuple[list[dict], list[dict]]:
+def load_source(src, formats: dict, want_kind: str, seed: int, index: int = 0, skipped: Counter | None = None,
+                languages: Counter | None = None) -> tuple[list[dict], list[dict]]:
     """Read, normalise, convert to ``want_kind``, shuffle, cut and split one source
     (``index``: its place in ``data.sources``, named in error messages); records its format
-    leaves out are counted in ``skipped`` by reason."""
+    leaves out are counted in ``skipped`` by reason, and records by the value of their
+    ``language`` column (``fields.language`` maps it: ``lang`` in OpenAssistant files) in ``languages``."""
     records = _read_records(src.path, src.split, index)
     fields = dict(src.fields or {})
     spec = _pick_format(src, records, fields, formats, index)
     skipped = Counter() if skipped is None else skipped
     examples = _convert(records, spec, fields, want_kind, index, skipped)
+    if languages is not None:
+        col = fields.get("language", "language")
+        languages.update(r[col] for r in records.rows if isinstance(r.get(col), str))
     if skipped:
         log.warning("%s: format %s left out %s", records.desc, spec.name,
                     ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(skipped.items())))
@@ -350,13 +355,16 @@ def load_data(data_cfg, formats: dict, want_kind: str) -> LoadedData:
     """All sources of ``data_cfg`` as examples of ``want_kind``."""
     if not data_cfg.sources:
         raise DataError(f"data config {data_cfg.name!r} has no sources", "add at least one entry to data.sources")
-    trains, evals, skipped = [], [], {}
+    trains, evals, skipped, languages = [], [], {}, {}
     for j, src in enumerate(data_cfg.sources):
-        left_out: Counter = Counter()
-        tr, ev = load_source(src, formats, want_kind, data_cfg.shuffle_seed + j, index=j, skipped=left_out)
+        left_out, langs = Counter(), Counter()
+        tr, ev = load_source(src, formats, want_kind, data_cfg.shuffle_seed + j, index=j, skipped=left_out,
+                             languages=langs)
         trains.append(tr)
         evals.append(ev)
         if left_out:
             skipped[_source_key(j)] = dict(sorted(left_out.items()))
+        if langs:
+            languages[_source_key(j)] = dict(sorted(langs.items()))
     return LoadedData(mix(trains, [s.weight for s in data_cfg.sources], data_cfg.shuffle_seed),
-                      [e for ev in evals for e in ev], want_kind, skipped)
+                      [e for ev in evals for e in ev], want_kind, skipped, languages)

@@ -22,6 +22,7 @@ from alignkit.datagen.self_chat import SelfChatConfig, run_self_chat
 from alignkit.datagen.score import ScoreConfig, SelectConfig, run_score, run_select
 from alignkit.datagen.self_instruct import SelfInstructConfig, run_self_instruct
 from alignkit.datagen.spec import DataStepSpec
+from alignkit.datagen.translate import MODEL_TRANSLATOR, TranslateConfig, run_translate
 
 
 def _alpaca(record: dict, fields: dict) -> dict:
@@ -49,6 +50,8 @@ BUILTIN_STEPS = [
                  "multi-turn dialogues from seed questions, the model playing both sides (Baize self-chat)"),
     DataStepSpec("sdf", SdfConfig, run_sdf,
                  "k replies per dialogue turn ranked by a judge or reward: best kept (SFT), best vs worst (DPO)"),
+    DataStepSpec("translate", TranslateConfig, run_translate,
+                 "multilingual data: post-answering or post-translating, language-checked (py3langid), chrF"),
     DataStepSpec("dedup", DedupConfig, run_dedup, "remove exact and near duplicates (MinHash LSH) across files"),
     DataStepSpec("mix", MixConfig, run_mix, "weighted mixture of sources in one file, with per-source counts"),
 ]
@@ -62,3 +65,8 @@ def alignkit_register_data_steps():
 @hookimpl
 def alignkit_register_data_formats():
     return list(INSTRUCTION_FORMATS)
+
+
+@hookimpl
+def alignkit_register_translators():
+    return [MODEL_TRANSLATOR]

@@ -13,7 +13,7 @@ from pathlib import Path
 from alignkit.errors import UserError
 
 __all__ = ["load_template", "JUDGE_TEMPLATE", "PROPOSAL_TEMPLATE", "PROPOSAL_EXAMPLE", "RESPONSE_TEMPLATE",
-           "COT_SUFFIX", "SELF_CHAT_USER_TEMPLATE"]
+           "COT_SUFFIX", "SELF_CHAT_USER_TEMPLATE", "TRANSLATION_TEMPLATE", "TRANSLATE_ANSWER_TEMPLATE"]
 
 #: Alpagasus-style rubric (Chen et al. 2023), asking for the score first so a short answer holds it
 JUDGE_TEMPLATE = (
@@ -44,6 +44,12 @@ SELF_CHAT_USER_TEMPLATE = (
     "Write the human's next message: one related follow-up question, in one or two sentences. "
     "If the human has no more questions, write {end_marker}."
 )
+
+#: ``alignkit data translate``'s default backend: the step's model asked for a translation
+TRANSLATION_TEMPLATE = ("Translate the following text from {source} into {target}. Write only the translation, "
+                        "nothing else.\n\n{text}")
+#: post-answering: the translated instruction, asking for an answer in its language
+TRANSLATE_ANSWER_TEMPLATE = "{instruction}\n\n(Answer in {target}.)"
 
 
 def load_template(value: str, key: str, fields: tuple[str, ...]) -> str:
