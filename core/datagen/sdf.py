@@ -15,6 +15,9 @@ prompt's samples (empty, unscored and repeated replies dropped and counted; with
   more than ``min_gap``: the ``preference`` format of ``algo=dpo``;
 * ``ranked_output`` (optional) gets the ranked lists (``ranked``: PRO, RRHF).
 
+With ``chain_of_thought`` the replies are asked for reasoning and a final ``Answer:`` line, as in
+``pairs`` (the best row's ``answer``; ``chosen_answer`` / ``rejected_answer``; ``answers``).
+
 ``input`` is any alignkit data format with responses: ``self-chat``'s ``messages`` rows,
 ``sharegpt``, ``oasst``, ``sft``, ``alpaca``, ``dolly``.
 """
@@ -25,7 +28,7 @@ from typing import Any, Optional
 
 from alignkit.config.schema import check
 from alignkit.datagen.io import to_examples
-from alignkit.datagen.pairs import PairsConfig, best_of_n, check_side_output, make_pairs, ranked_list
+from alignkit.datagen.pairs import PairsConfig, best_of_n, check_side_output, make_pairs, ranked_list, with_answers
 from alignkit.datagen.scoring import build_scorer
 from alignkit.errors import UserError
 
@@ -73,17 +76,18 @@ def run_sdf(cfg: Any, step: Any) -> None:
     for start, ranked_batch in best_of_n(cfg, step, [context for _, _, context, _ in items], policy, scorer, done,
                                          extra):
         best, pairs, lists = [], [], []
-        for (d, t, context, _), (_, best_first) in zip(items[start:], ranked_batch):
+        for (d, t, _, _), (context, best_first, answers) in zip(items[start:], ranked_batch):
             if not best_first:
                 step.counts["turns_without_reply"] += 1
                 continue
-            best.append({"prompt": context, "completion": best_first[0][0], "score": best_first[0][1],
-                         "dialogue": d, "turn": t})
+            top = {"prompt": context, "completion": best_first[0][0], "score": best_first[0][1], "dialogue": d,
+                   "turn": t}
+            best.append({**top, "answer": answers[top["completion"]]} if answers else top)
             made = make_pairs(context, best_first, str(cfg.pairing), float(cfg.min_gap))
             step.counts["turns_without_pair"] += not made
-            pairs += made
+            pairs += [with_answers(p, answers) for p in made]
             listed = ranked_list(context, best_first, bool(cfg.keep_ties))
-            lists += [listed] if listed else []
+            lists += [with_answers(listed, answers)] if listed else []
         step.counts["best"] += len(best)
         step.counts["pairs"] += len(pairs)
         step.counts["ranked_lists"] += len(lists)

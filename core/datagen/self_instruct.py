@@ -13,8 +13,10 @@ are parsed into an instruction and an optional input and filtered:
   round's included) is ``>= rouge_threshold`` (kept only when below it, as in the paper).
 
 Survivors join the pool; with ``generate_outputs`` the model then answers each one
-(``chain_of_thought`` asks it to reason step by step first) and a task whose answer is
-empty is dropped (``empty_output``). Rounds repeat until ``target`` tasks or
+(``chain_of_thought`` asks it to reason step by step, then write a final ``Answer:`` line,
+which is extracted into the ``answer`` column, the rest into ``reasoning``; a task without
+one is dropped, ``no_final_answer``) and a task whose answer is empty is dropped
+(``empty_output``). Rounds repeat until ``target`` tasks or
 ``max_rounds``. Output rows are ``{"instruction", "input", "output", "similarity"}``
 (the ``alpaca`` data format: ``algo=sft`` trains on them as they are).
 """
@@ -28,6 +30,7 @@ from typing import Any, Dict, List
 from omegaconf import MISSING
 
 from alignkit.config.schema import check
+from alignkit.datagen.cot import cot_prompt, extract_answer
 from alignkit.datagen.io import Rows, require_fields
 from alignkit.datagen.similarity import RougePool
 from alignkit.datagen.spec import ModelStepConfig
@@ -56,7 +59,9 @@ class SelfInstructConfig(ModelStepConfig):
     max_words: int = 150  #: longer instructions are rejected
     blocklist: List[str] = field(default_factory=lambda: list(BLOCKLIST))  #: words of tasks a text model cannot do
     generate_outputs: bool = True  #: also answer each new instruction (the `output` column)
-    chain_of_thought: bool = False  #: ask for step-by-step reasoning before the answer
+    chain_of_thought: bool = False  #: ask for step-by-step reasoning, then a final "Answer:" line (`answer` column)
+    cot_suffix: str = COT_SUFFIX  #: appended to the response prompt with chain_of_thought=true
+    cot_require_answer: bool = True  #: with chain_of_thought: drop a task whose output has no final answer line
     proposal_template: str = PROPOSAL_TEMPLATE  #: fields {examples} {next}; file:<path> reads a file
     example_template: str = PROPOSAL_EXAMPLE  #: fields {number} {instruction} {input_line}
     response_template: str = RESPONSE_TEMPLATE  #: fields {instruction} {input_block}
@@ -148,7 +153,7 @@ class Proposer:
     def response_prompt(self, task: dict) -> str:
         text = self.response.format(instruction=task["instruction"],
                                     input_block=f"\n\n{task['input']}" if task["input"] else "")
-        return text + (COT_SUFFIX if self.cfg.chain_of_thought else "")
+        return cot_prompt(text, str(self.cfg.cot_suffix)) if self.cfg.chain_of_thought else text
 
 
 def _filter(candidates: list[tuple[str, str]], pool: RougePool, cfg: Any, room: int, counts: Any) -> list[dict]:
@@ -169,6 +174,19 @@ def _filter(candidates: list[tuple[str, str]], pool: RougePool, cfg: Any, room: 
         pool.add(instruction)
         accepted.append({"instruction": instruction, "input": given, "similarity": round(similarity, 4)})
     return accepted
+
+
+def _split_answers(tasks: list[dict], require: bool, counts: Any) -> list[dict]:
+    """Chain-of-thought tasks with ``reasoning`` and ``answer`` (the final answer line) beside ``output``;
+    without an answer line a task is dropped (``rejected_no_final_answer``) when ``require``."""
+    kept = []
+    for t in tasks:
+        t["reasoning"], t["answer"] = extract_answer(t["output"])
+        if t["answer"] is None and require:
+            counts["rejected_no_final_answer"] += 1
+        else:
+            kept.append(t)
+    return kept
 
 
 def run_self_instruct(cfg: Any, step: Any) -> None:
@@ -202,6 +220,8 @@ def run_self_instruct(cfg: Any, step: Any) -> None:
                 task["output"] = answer.strip()
             step.counts["rejected_empty_output"] += sum(not t["output"] for t in accepted)
             accepted = [t for t in accepted if t["output"]]
+            if cfg.chain_of_thought:
+                accepted = _split_answers(accepted, bool(cfg.cot_require_answer), step.counts)
         generated += accepted
         step.counts["accepted"] = len(generated)
         round_ += 1

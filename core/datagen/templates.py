@@ -34,8 +34,10 @@ PROPOSAL_EXAMPLE = "Task {number}: {instruction}\n{input_line}\n"
 
 #: the prompt a new instruction's response is generated from
 RESPONSE_TEMPLATE = "{instruction}{input_block}"
-#: appended to :data:`RESPONSE_TEMPLATE` with ``chain_of_thought=true``
-COT_SUFFIX = "\n\nThink step by step, then give the final answer."
+#: appended to a prompt with ``chain_of_thought=true`` (self-instruct, pairs, sdf): reasoning, then a final
+#: answer line that :func:`alignkit.datagen.cot.extract_answer` reads
+COT_SUFFIX = ("\n\nThink step by step. Then write the final answer on its own last line, as "
+              "\"Answer: <final answer>\".")
 
 #: the user's side of Baize's self-chat (Xu et al. 2023): the transcript in its [|Human|] / [|AI|] labels
 SELF_CHAT_USER_TEMPLATE = (
