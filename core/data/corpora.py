@@ -165,16 +165,16 @@ def oasst_trees(rows: list[dict], fields: dict, skipped: Counter) -> list[_Messa
         skipped[reason] += 1
     for msg in by_id.values():  # below a dropped message, or a parent not in the file
         if msg.parent is not None and msg.parent not in by_id:
-            n = _subtree_size(msg, by_id)
+            n = _subtree_size(msg)
             skipped[f"below_{dropped[msg.parent]}" if msg.parent in dropped else "orphan"] += n
     for msg in by_id.values():
         msg.children.sort(key=lambda m: m.index)
     return sorted(roots, key=lambda m: m.index)
 
 
-def _subtree_size(msg: _Message, by_id: dict) -> int:
-    """Messages in ``msg``'s subtree (children are linked only below kept parents, so recount)."""
-    return 1 + sum(_subtree_size(c, by_id) for c in msg.children)
+def _subtree_size(msg: _Message) -> int:
+    """Messages in ``msg``'s subtree (``msg`` and everything linked below it)."""
+    return 1 + sum(_subtree_size(c) for c in msg.children)
 
 
 def _best(children: list[_Message]) -> _Message | None:

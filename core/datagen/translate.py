@@ -63,7 +63,7 @@ class TranslateConfig(ModelStepConfig):
     target_languages: List[str] = field(default_factory=lambda: ["de"])  #: ISO 639-1 codes
     source_language: str = "en"  #: the language of `input`
     language_names: Dict[str, str] = field(default_factory=lambda: dict(LANGUAGE_NAMES))  #: code -> name in prompts
-    translator: str = "model"  #: model (the step's causal LM) or a plugin's backend (alignkit data translate --help)
+    translator: str = "model"  #: model (the step's causal LM) or a plugin's backend (alignkit list shows them)
     translation_template: str = TRANSLATION_TEMPLATE  #: fields {source} {target} {text}; file:<path> reads a file
     answer_template: str = TRANSLATE_ANSWER_TEMPLATE  #: post-answering: fields {instruction} {target}
     translation: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=256, temperature=0.0))
