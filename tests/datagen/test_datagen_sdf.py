@@ -75,14 +75,20 @@ def test_sdf_last_turn_and_resume(run_step, tmp_path, monkeypatch):
     assert read_jsonl(tmp_path / "cut.jsonl") == read_jsonl(tmp_path / "whole.jsonl")
 
 
-def test_sdf_reads_sharegpt_and_refuses_inputs_without_turns(run_step, tmp_path):
+def test_sdf_reads_sharegpt_and_refuses_inputs_without_turns(run_step, tmp_path, monkeypatch):
     from pathlib import Path
 
     from alignkit.errors import UserError
 
     fixture = Path(__file__).resolve().parents[1] / "fixtures" / "corpora" / "sharegpt.json"
-    step = run_step("sdf", f"input={fixture}", "format=sharegpt", f"output={tmp_path / 's.jsonl'}", *ARGS)
-    assert step.counts["turns"] == 3 and step.counts["skipped_no_reply"] == 2  # 2 + 1 turns; 2 unanswered
+    whole = run_step("sdf", f"input={fixture}", "format=sharegpt", f"output={tmp_path / 's.jsonl'}", *ARGS)
+    assert whole.counts["turns"] == 3 and whole.counts["skipped_no_reply"] == 2  # 2 + 1 turns; 2 unanswered
+    Interrupt(monkeypatch, after=1)
+    with pytest.raises(KeyboardInterrupt):
+        run_step("sdf", f"input={fixture}", "format=sharegpt", f"output={tmp_path / 'cut.jsonl'}", *ARGS)
+    monkeypatch.undo()
+    resumed = run_step("sdf", f"input={fixture}", "format=sharegpt", f"output={tmp_path / 'cut.jsonl'}", *ARGS)
+    assert resumed.resumed_from == 2 and resumed.counts == whole.counts  # counts made before resuming: once
     prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "Hi"}])
     with pytest.raises(UserError, match="format 'prompt' makes prompt examples|cannot turn 'prompt'"):
         run_step("sdf", f"input={prompts}", f"output={tmp_path / 'x.jsonl'}", *ARGS)
