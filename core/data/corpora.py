@@ -65,7 +65,8 @@ def instruction_prompt(record: dict, fields: dict, extra: str = "input") -> str:
 # -- Dolly ----------------------------------------------------------------------------------
 
 def _dolly(record: dict, fields: dict) -> dict:
-    return {"prompt": instruction_prompt(record, fields, "context"), "completion": text_field(record, fields, "response")}
+    return {"prompt": instruction_prompt(record, fields, "context"),
+            "completion": text_field(record, fields, "response")}
 
 
 # -- ShareGPT -------------------------------------------------------------------------------

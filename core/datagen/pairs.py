@@ -37,7 +37,8 @@ from alignkit.datagen.templates import COT_SUFFIX
 from alignkit.errors import UserError
 from alignkit.rollout.config import SamplingConfig, sampling_kwargs
 
-__all__ = ["PairsConfig", "run_pairs", "clean_list", "make_pairs", "ranked_list", "best_of_n", "check_side_output", "with_answers", "Sampled"]
+__all__ = ["PairsConfig", "run_pairs", "clean_list", "make_pairs", "ranked_list", "best_of_n", "check_side_output",
+           "with_answers", "Sampled"]
 
 
 @dataclass
@@ -51,7 +52,7 @@ class PairsConfig(ScoringConfig, ModelStepConfig):
     ranked_output: Optional[str] = None  #: also write ranked lists (PRO, RRHF) to this .jsonl/.parquet
     keep_ties: bool = False  #: keep responses tied with a better one in ranked lists
     generation: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=64, temperature=1.0))
-    chain_of_thought: bool = False  #: ask for reasoning, then a final "Answer:" line (extracted into *answer fields)
+    chain_of_thought: bool = False  #: ask for reasoning, then a final "Answer:" line (into *answer fields)
     cot_suffix: str = COT_SUFFIX  #: appended to each prompt (its last user message) with chain_of_thought=true
     cot_require_answer: bool = True  #: with chain_of_thought: drop responses without a final answer line
 
@@ -98,13 +99,15 @@ def ranked_list(prompt: Any, ranked: list[tuple[str, float]], keep_ties: bool) -
 
 
 def check_side_output(path: Any, key: str, overwrite: bool) -> None:
-    """Refuse a side output (``ranked_output=`` ...) that is not .jsonl/.parquet or that exists without ``overwrite``."""
+    """Refuse a side output (``ranked_output=`` ...) that is not .jsonl/.parquet, or that exists without
+    ``overwrite``."""
     if path:
         from pathlib import Path
 
         output_suffix(str(path), key)
         if Path(str(path)).exists() and not overwrite:
-            raise UserError(f"{key} {path} already exists", f"pass overwrite=true to replace it, or choose another {key}=")
+            raise UserError(f"{key} {path} already exists",
+                            f"pass overwrite=true to replace it, or choose another {key}=")
 
 
 class Sampled(NamedTuple):

@@ -56,7 +56,8 @@ class SelfChatConfig(ModelStepConfig):
     human_label: str = "[|Human|]"  #: the user's label in the transcript
     ai_label: str = "[|AI|]"  #: the assistant's label in the transcript
     end_marker: str = "[END]"  #: the user ends the dialogue by writing this
-    stop_phrases: List[str] = field(default_factory=lambda: ["thank you", "thanks", "goodbye", "bye"])  #: a user turn opening with one ends the dialogue
+    #: a user turn opening with one of these ends the dialogue
+    stop_phrases: List[str] = field(default_factory=lambda: ["thank you", "thanks", "goodbye", "bye"])
     min_words: int = 2  #: a turn with fewer words is rejected (empty)
     max_repetition: float = 0.5  #: a turn with more of its word trigrams repeated is rejected (degenerate)
     repeat_threshold: float = 0.8  #: a turn this Jaccard-similar to an earlier one is rejected (repeated)

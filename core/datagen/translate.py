@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from omegaconf import MISSING
 
@@ -71,7 +71,7 @@ class TranslateConfig(ModelStepConfig):
                                                                           top_p=0.9))
     language_check: str = "all"  #: all (translations and answers) | translation | none
     min_confidence: float = 0.5  #: py3langid probability the target language needs
-    reference_fields: Dict[str, str] = field(default_factory=dict)  #: language -> input column with a reference translation of the prompt (chrF)
+    reference_fields: Dict[str, str] = field(default_factory=dict)  #: language -> column of a reference (chrF)
     round_trip: bool = False  #: translate the prompt back and score it against the original (chrF)
 
     def __post_init__(self) -> None:
@@ -228,7 +228,8 @@ def _check_languages(cfg: Any, checker: LanguageChecker | None) -> list[str]:
         raise UserError("translate needs at least one target language", "pass target_languages=[de] (ISO 639-1)")
     for code in [*targets, str(cfg.source_language)]:
         if code not in cfg.language_names:
-            raise UserError(f"no language name for {code!r} (language_names has {', '.join(sorted(cfg.language_names))})",
+            known = ", ".join(sorted(cfg.language_names))
+            raise UserError(f"no language name for {code!r} (language_names has {known})",
                             f"add one: +language_names.{code}=<English name of the language>")
         if checker is not None and not checker.known(code):
             raise UserError(f"the language identifier (py3langid) does not know {code!r}",
@@ -252,7 +253,8 @@ def run_translate(cfg: Any, step: Any) -> None:
     examples = to_examples(rows, kind, str(cfg.format), dict(cfg.fields or {}), step.formats(), step.counts)
     if cfg.reference_fields and len(examples) != len(rows):
         raise UserError(f"{rows.path}: its format makes {len(examples)} examples of {len(rows)} records, so "
-                        "reference_fields cannot be matched to them", "convert it first with alignkit data mix kind=sft")
+                        "reference_fields cannot be matched to them",
+                        "convert it first with alignkit data mix kind=sft")
     raws = rows.rows if len(examples) == len(rows) else [{}] * len(examples)
     policy = step.load_model() if spec.needs_model or cfg.mode == "post-answering" else None
     backend = spec.build(cfg, step, policy if spec.needs_model else None)

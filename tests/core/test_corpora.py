@@ -116,7 +116,8 @@ def test_training_on_oasst_counts_skipped_records(tmp_path):
     from alignkit.trainer import train
 
     cfg = compose_config(["algo=sft", "model=tiny", "logger=none", "trainer.max_steps=1", "trainer.batch_size=1",
-                          "trainer.eval_steps=0", "trainer.progress=false", "trainer.num_threads=1", "data=hh-rlhf-small",
+                          "trainer.eval_steps=0", "trainer.progress=false", "trainer.num_threads=1",
+                          "data=hh-rlhf-small",
                           f"data.sources.0.path={FIX / 'oasst.jsonl'}", "data.sources.0.format=oasst",
                           "data.sources.0.eval_size=0", "data.sources.0.max_examples=null",
                           f"trainer.output_dir={tmp_path}"])
