@@ -18,8 +18,9 @@ BUILTIN_PLUGINS = [
     "kto", "orpo", "simpo",
 ]
 
-#: what `alignkit data` needs beyond the core: ROUGE-L (self-instruct's novelty filter), MinHash (dedup)
-DATA_EXTRAS = ["rouge-score>=0.1.2", "datasketch>=2.0"]
+#: what `alignkit data` needs beyond the core: ROUGE-L (self-instruct's novelty filter), MinHash (dedup),
+#: language identification and chrF (translate)
+DATA_EXTRAS = ["rouge-score>=0.1.2", "datasketch>=2.0", "py3langid>=0.4", "sacrebleu>=2.3"]
 #: `alignkit eval` benchmark tasks: EleutherAI's lm-evaluation-harness
 EVAL_EXTRAS = ["lm-eval>=0.4,<0.5"]
 #: experiment trackers (logger.mlflow / logger.wandb), driven through accelerate's tracking API

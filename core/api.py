@@ -15,7 +15,8 @@ from alignkit.algorithm import DATA_KINDS, Algorithm, AlgorithmSpec, RunContext,
 from alignkit.config.schema import check
 from alignkit.data.collate import collate
 from alignkit.data.collate import pad as pad_sequences
-from alignkit.data.formats import HH_ASSISTANT, HH_HUMAN, DataFormatSpec, DatasetPreset, FormatError, parse_hh_dialogue
+from alignkit.data.formats import (HH_ASSISTANT, HH_HUMAN, DataFormatSpec, DatasetPreset, FormatError, RecordError,
+                                   SkipRecord, parse_hh_dialogue)
 from alignkit.data.tokenize import IGNORE, STATS, tokenize_example
 from alignkit.errors import UserError
 from alignkit.evaluation.spec import EvalMetricSpec
@@ -33,7 +34,8 @@ __all__ = [
     # algorithms
     "Algorithm", "AlgorithmSpec", "RunContext", "DATA_KINDS", "check", "UserError",
     # data: formats, tokenisation, batches
-    "DataFormatSpec", "DatasetPreset", "FormatError", "parse_hh_dialogue", "HH_HUMAN", "HH_ASSISTANT",
+    "DataFormatSpec", "DatasetPreset", "FormatError", "SkipRecord", "RecordError", "parse_hh_dialogue", "HH_HUMAN",
+    "HH_ASSISTANT",
     "IGNORE", "STATS", "tokenize_example", "collate", "pad_sequences", "stacked_pairs",
     # models and metrics
     "token_logprobs", "sequence_logprobs", "reward_scores", "hidden_states", "lm_head", "unwrap_model",

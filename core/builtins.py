@@ -1,12 +1,13 @@
 """alignkit's own non-algorithm registrations (record formats, data presets),
 loaded through the ``alignkit.plugins`` entry-point group like any plugin."""
 from alignkit import hookimpl
+from alignkit.data.corpora import CORPUS_FORMATS
 from alignkit.data.formats import BUILTIN_FORMATS
 
 
 @hookimpl
 def alignkit_register_data_formats():
-    return list(BUILTIN_FORMATS)
+    return list(BUILTIN_FORMATS) + list(CORPUS_FORMATS)
 
 
 @hookimpl

@@ -183,10 +183,15 @@ def cmd_list(argv: list[str]) -> int:
     print("\ndata steps (alignkit data <step>):")
     for name, (spec, plugin) in sorted(data_steps(reg).items()):
         print(f"  {name:<14} {spec.description}  (plugin: {plugin})")
+    from alignkit.datagen.translate import translators
+
+    print("\ntranslators (alignkit data translate translator=<name>):")
+    for name, (spec, plugin) in sorted(translators(reg).items()):
+        print(f"  {name:<14} {spec.description}  (plugin: {plugin})")
     print("\ndata formats (data.sources[].format):")
     for name in sorted(reg.data_formats):
         spec, plugin = reg.data_formats[name]
-        print(f"  {name:<11} {spec.kind:<10} {spec.description}")
+        print(f"  {name:<13} {spec.kind:<10} {spec.description}")
     if reg.broken:
         print("\nbroken plugins (skipped):")
         for plugin, err in reg.broken:

@@ -20,7 +20,7 @@ import pluggy
 if TYPE_CHECKING:
     from alignkit.algorithm import AlgorithmSpec, RunContext
     from alignkit.data.formats import DataFormatSpec, DatasetPreset
-    from alignkit.datagen.spec import DataStepSpec
+    from alignkit.datagen.spec import DataStepSpec, TranslatorSpec
     from alignkit.evaluation.spec import EvalMetricSpec
 
 hookspec = pluggy.HookspecMarker("alignkit")
@@ -84,8 +84,21 @@ def alignkit_register_data_steps() -> list[DataStepSpec]:
     steps that load ``model=``; overrides are type-checked), a
     ``run(cfg, step: StepRun)`` function (it reads, counts and writes through ``step``), and a
     one-line description shown by ``alignkit data``. The built-in steps
-    (``self-instruct``, ``score``, ``select``, ``pairs``, ``dedup``, ``mix``) register
-    through this hook too.
+    (``self-instruct``, ``score``, ``select``, ``pairs``, ``self-chat``, ``sdf``,
+    ``translate``, ``dedup``, ``mix``) register through this hook too.
+    """
+
+
+@hookspec
+def alignkit_register_translators() -> list[TranslatorSpec]:
+    """Return translation backends for ``alignkit data translate translator=<name>``.
+
+    A :class:`alignkit.datagen.TranslatorSpec` has a ``name``, a one-line
+    ``description`` and ``build(cfg, step, policy)``, which returns an object with
+    ``translate(texts: list[str], source: str, target: str) -> list[str]`` (ISO 639-1
+    codes, one translation per text, in order). ``policy`` is the step's ``(model,
+    tokenizer)`` for the built-in ``model`` backend and None for the others, which
+    load what they need themselves (a CTranslate2 or Argos model the user installed).
     """
 
 

@@ -10,12 +10,15 @@ Normalised examples by kind (prompts are a string or a list of chat messages
 
 A format's ``convert(record, fields)`` gets one raw record and the source's
 field mapping (normalised name -> column name) and returns the example, or
-raises :class:`FormatError` saying which field is wrong.
+raises :class:`FormatError` saying which field is wrong. A format whose examples
+span several records (message trees) gives ``convert_records(records, fields,
+skipped)`` instead: every record of the file in, the examples out, what it leaves
+out counted in the ``skipped`` Counter (see :mod:`alignkit.data.corpora`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from alignkit.errors import UserError
 
@@ -27,13 +30,31 @@ class FormatError(UserError, ValueError):
     """A record that does not fit its format; the loader adds file, line and how to fix it."""
 
 
+class SkipRecord(FormatError):
+    """A record the format leaves out on purpose; ``reason`` is the count's name."""
+
+    def __init__(self, reason: str, what: str = ""):
+        super().__init__(what or reason)
+        self.reason = reason
+
+
+class RecordError(FormatError):
+    """A bad record found while reading a whole file: ``index`` is its place (0-based) in the file."""
+
+    def __init__(self, index: int, what: str):
+        super().__init__(what)
+        self.index = index
+
+
 @dataclass
 class DataFormatSpec:
     name: str
     kind: str  #: sft | preference | ranked | prompt
-    convert: Callable[[dict, dict], dict]
+    convert: Optional[Callable[[dict, dict], dict]]  #: one record -> one example (None with ``convert_records``)
     detect_fields: tuple = ()  #: columns whose presence selects this format under ``format: auto``
     description: str = ""
+    #: all records of a file -> examples, for formats whose examples span records: ``(records, fields, skipped)``
+    convert_records: Optional[Callable[[list, dict, Any], list]] = None
 
 
 @dataclass

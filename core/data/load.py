@@ -23,11 +23,12 @@ import logging
 import os
 import random
 import re
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from alignkit.data.formats import FormatError, convert_kind, detect_format
+from alignkit.data.formats import FormatError, RecordError, SkipRecord, convert_kind, detect_format
 from alignkit.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ class LoadedData:
     train: list[dict]
     eval: list[dict]
     kind: str  #: kind of the examples (after conversion)
+    skipped: dict | None = None  #: ``data.sources[i]`` -> {reason: records its format left out}, sources with any
+    languages: dict | None = None  #: ``data.sources[i]`` -> {language: records}, sources with a ``language`` column
 
 
 @dataclass
@@ -277,26 +280,53 @@ def _pick_format(src, records: _Records, fields: dict, formats: dict, index: int
     raise DataError(f"{records.desc}: unknown format {src.format!r}", choices)
 
 
-def _convert(records: _Records, spec, fields: dict, want_kind: str, index: int) -> list[dict]:
-    """Every record as a normalised example of ``want_kind``; the first bad one raises naming its line."""
+def _convert(records: _Records, spec, fields: dict, want_kind: str, index: int,
+             skipped: Counter | None = None) -> list[dict]:
+    """Every record as a normalised example of ``want_kind``; the first bad one raises naming its line.
+    Records the format leaves out on purpose (:class:`SkipRecord`, or counted by a whole-file format)
+    are counted in ``skipped`` by reason."""
+    skipped = Counter() if skipped is None else skipped
+    key = _source_key(index)
+    fix = f"fix that record, map the field with {key}.fields, or set {key}.format"
+    if spec.convert_records is not None:
+        try:
+            made = spec.convert_records(records.rows, fields, skipped)
+        except RecordError as exc:
+            raise DataError(f"{_where(records, exc.index)}, format {spec.name!r}: {exc}", fix) from exc
+        except FormatError as exc:
+            raise DataError(f"{records.desc}, format {spec.name!r}: {exc}", fix) from exc
+        try:
+            return [convert_kind(ex, spec.kind, want_kind) for ex in made]
+        except FormatError as exc:
+            raise DataError(f"{records.desc}, format {spec.name!r}: {exc}", fix) from exc
     examples = []
     for i, rec in enumerate(records.rows):
         try:
             examples.append(convert_kind(spec.convert(rec, fields), spec.kind, want_kind))
+        except SkipRecord as exc:
+            skipped[exc.reason] += 1
         except FormatError as exc:
-            key = _source_key(index)
-            raise DataError(f"{_where(records, i)}, format {spec.name!r}: {exc}",
-                            f"fix that record, map the field with {key}.fields, or set {key}.format") from exc
+            raise DataError(f"{_where(records, i)}, format {spec.name!r}: {exc}", fix) from exc
     return examples
 
 
-def load_source(src, formats: dict, want_kind: str, seed: int, index: int = 0) -> tuple[list[dict], list[dict]]:
+def load_source(src, formats: dict, want_kind: str, seed: int, index: int = 0, skipped: Counter | None = None,
+                languages: Counter | None = None) -> tuple[list[dict], list[dict]]:
     """Read, normalise, convert to ``want_kind``, shuffle, cut and split one source
-    (``index``: its place in ``data.sources``, named in error messages)."""
+    (``index``: its place in ``data.sources``, named in error messages); records its format
+    leaves out are counted in ``skipped`` by reason, and records by the value of their
+    ``language`` column (``fields.language`` maps it: ``lang`` in OpenAssistant files) in ``languages``."""
     records = _read_records(src.path, src.split, index)
     fields = dict(src.fields or {})
     spec = _pick_format(src, records, fields, formats, index)
-    examples = _convert(records, spec, fields, want_kind, index)
+    skipped = Counter() if skipped is None else skipped
+    examples = _convert(records, spec, fields, want_kind, index, skipped)
+    if languages is not None:
+        col = fields.get("language", "language")
+        languages.update(r[col] for r in records.rows if isinstance(r.get(col), str))
+    if skipped:
+        log.warning("%s: format %s left out %s", records.desc, spec.name,
+                    ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(skipped.items())))
     random.Random(seed).shuffle(examples)
     if src.max_examples is not None:
         examples = examples[: src.max_examples]
@@ -330,10 +360,16 @@ def load_data(data_cfg, formats: dict, want_kind: str) -> LoadedData:
     """All sources of ``data_cfg`` as examples of ``want_kind``."""
     if not data_cfg.sources:
         raise DataError(f"data config {data_cfg.name!r} has no sources", "add at least one entry to data.sources")
-    trains, evals = [], []
+    trains, evals, skipped, languages = [], [], {}, {}
     for j, src in enumerate(data_cfg.sources):
-        tr, ev = load_source(src, formats, want_kind, data_cfg.shuffle_seed + j, index=j)
+        left_out, langs = Counter(), Counter()
+        tr, ev = load_source(src, formats, want_kind, data_cfg.shuffle_seed + j, index=j, skipped=left_out,
+                             languages=langs)
         trains.append(tr)
         evals.append(ev)
+        if left_out:
+            skipped[_source_key(j)] = dict(sorted(left_out.items()))
+        if langs:
+            languages[_source_key(j)] = dict(sorted(langs.items()))
     return LoadedData(mix(trains, [s.weight for s in data_cfg.sources], data_cfg.shuffle_seed),
-                      [e for ev in evals for e in ev], want_kind)
+                      [e for ev in evals for e in ev], want_kind, skipped, languages)

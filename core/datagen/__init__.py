@@ -5,6 +5,9 @@ Steps (``alignkit data <step> [key=value ...]``), one module each:
 * ``self-instruct`` (:mod:`~alignkit.datagen.self_instruct`): new instructions from seed tasks;
 * ``score`` / ``select`` (:mod:`~alignkit.datagen.score`): judge or reward scores, then keep the best;
 * ``pairs`` (:mod:`~alignkit.datagen.pairs`): best-of-n preference pairs and ranked lists;
+* ``self-chat`` (:mod:`~alignkit.datagen.self_chat`): multi-turn dialogues from seed questions (Baize);
+* ``sdf`` (:mod:`~alignkit.datagen.sdf`): self-distillation with feedback on every dialogue turn;
+* ``translate`` (:mod:`~alignkit.datagen.translate`): post-answering / post-translating, language-checked;
 * ``dedup`` (:mod:`~alignkit.datagen.dedup`): exact and near duplicates;
 * ``mix`` (:mod:`~alignkit.datagen.mix`): weighted mixtures of sources.
 
@@ -36,6 +39,6 @@ Shared machinery: :mod:`~alignkit.datagen.run` (outputs, provenance, seeds, mode
 :mod:`~alignkit.datagen.judge` (rubric scores), :mod:`~alignkit.datagen.scoring`,
 :mod:`~alignkit.datagen.similarity`, :mod:`~alignkit.datagen.templates`.
 """
-from alignkit.datagen.spec import DataStepSpec, ModelStepConfig, StepConfig
+from alignkit.datagen.spec import DataStepSpec, ModelStepConfig, StepConfig, TranslatorSpec
 
-__all__ = ["DataStepSpec", "StepConfig", "ModelStepConfig"]
+__all__ = ["DataStepSpec", "StepConfig", "ModelStepConfig", "TranslatorSpec"]

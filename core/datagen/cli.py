@@ -21,6 +21,9 @@ examples:
   alignkit data score input=tasks.jsonl output=scored.jsonl model=smollm2-135m
   alignkit data select input=scored.jsonl output=selected.jsonl threshold=4
   alignkit data pairs input=tasks.jsonl output=pairs.jsonl scorer=reward reward.model_path=runs/rm/final
+  alignkit data self-chat input=seeds.jsonl output=chats.jsonl max_turns=3 model=smollm2-135m
+  alignkit data sdf input=chats.jsonl output=best.jsonl preference_output=pairs.jsonl model=smollm2-135m
+  alignkit data translate mode=post-answering input=tasks.jsonl output=tasks_de.jsonl target_languages=[de]
   alignkit data dedup inputs=[a.jsonl,b.jsonl] output=unique.jsonl
   alignkit data mix sources='[{{path: a.jsonl, weight: 2}}, {{path: b.jsonl}}]' output=mix.jsonl
 """

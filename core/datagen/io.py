@@ -62,16 +62,23 @@ def read_rows(path: str, key: str = "input") -> Rows:
     return Rows(records.rows, path, records.file, content_hash(records.file), key, records)
 
 
-def to_examples(rows: Rows, kind: str, fmt: str, fields: dict, formats: dict) -> list[dict]:
+def to_examples(rows: Rows, kind: str, fmt: str, fields: dict, formats: dict, counts: Any = None) -> list[dict]:
     """Every row as a normalised example of ``kind`` (``sft``, ``prompt``, ...) through alignkit's
-    data formats (``fmt`` or ``auto``); the first bad record raises naming its file and line."""
+    data formats (``fmt`` or ``auto``); the first bad record raises naming its file and line. Records
+    the format leaves out are added to ``counts`` as ``skipped_<reason>``."""
+    from collections import Counter
     from types import SimpleNamespace
 
+    skipped: Counter = Counter()
     try:
         spec = _pick_format(SimpleNamespace(format=fmt), rows.records, dict(fields), formats, 0)
-        return _convert(rows.records, spec, dict(fields), kind, 0)
+        examples = _convert(rows.records, spec, dict(fields), kind, 0, skipped)
     except DataError as exc:
         raise _for_step(exc, rows.key) from exc
+    if counts is not None:
+        for reason, n in skipped.items():
+            counts[f"skipped_{reason}"] += n
+    return examples
 
 
 def require_fields(rows: Rows, i: int, fields: Sequence[str]) -> None:

@@ -61,7 +61,8 @@ def run_mix(cfg: Any, step: Any) -> None:
     parts = []
     for j, src in enumerate(cfg.sources):
         rows = step.read(str(src.path), key=f"sources.{j}.path")
-        items = (to_examples(rows, str(cfg.kind), str(src.format), dict(src.fields or {}), step.formats())
+        items = (to_examples(rows, str(cfg.kind), str(src.format), dict(src.fields or {}), step.formats(),
+                             step.counts)
                  if cfg.kind else [dict(r) for r in rows.rows])
         random.Random(int(cfg.seed) + j).shuffle(items)
         items = items[: src.max_examples] if src.max_examples is not None else items

@@ -14,25 +14,31 @@ For each prompt of ``input`` (any alignkit data format: its prompts are used), s
   ``algo.constant_temperature=true``).
 
 Before pairing, empty responses, responses the scorer could not score (a judge answer that
-never parsed) and repeats of a response already in the list are dropped and counted.
+never parsed) and repeats of a response already in the list are dropped and counted. With
+``chain_of_thought`` each prompt asks for reasoning and a final ``Answer:`` line; the answers are
+extracted into ``chosen_answer`` / ``rejected_answer`` (``answers`` in ranked lists), and
+responses without one are dropped (``no_final_answer``).
 Sampling and scoring are those of the online algorithms
 (:func:`alignkit.ranking.lists.sample_ranked_lists`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, NamedTuple, Optional
 
 from omegaconf import MISSING
 
 from alignkit.config.schema import check
+from alignkit.datagen.cot import cot_prompt, extract_answer
 from alignkit.datagen.io import output_suffix, to_examples
 from alignkit.datagen.scoring import ScoringConfig, build_scorer
 from alignkit.datagen.spec import ModelStepConfig
+from alignkit.datagen.templates import COT_SUFFIX
 from alignkit.errors import UserError
-from alignkit.rollout.config import SamplingConfig
+from alignkit.rollout.config import SamplingConfig, sampling_kwargs
 
-__all__ = ["PairsConfig", "run_pairs", "clean_list", "make_pairs", "ranked_list"]
+__all__ = ["PairsConfig", "run_pairs", "clean_list", "make_pairs", "ranked_list", "best_of_n", "check_side_output",
+           "with_answers", "Sampled"]
 
 
 @dataclass
@@ -46,6 +52,9 @@ class PairsConfig(ScoringConfig, ModelStepConfig):
     ranked_output: Optional[str] = None  #: also write ranked lists (PRO, RRHF) to this .jsonl/.parquet
     keep_ties: bool = False  #: keep responses tied with a better one in ranked lists
     generation: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=64, temperature=1.0))
+    chain_of_thought: bool = False  #: ask for reasoning, then a final "Answer:" line (into *answer fields)
+    cot_suffix: str = COT_SUFFIX  #: appended to each prompt (its last user message) with chain_of_thought=true
+    cot_require_answer: bool = True  #: with chain_of_thought: drop responses without a final answer line
 
     def __post_init__(self) -> None:
         ModelStepConfig.__post_init__(self)
@@ -89,50 +98,92 @@ def ranked_list(prompt: Any, ranked: list[tuple[str, float]], keep_ties: bool) -
     return {"prompt": prompt, "responses": [r for r, _ in kept], "scores": [s for _, s in kept]}
 
 
-def _check_side_output(cfg: Any) -> None:
-    if cfg.ranked_output:
+def check_side_output(path: Any, key: str, overwrite: bool) -> None:
+    """Refuse a side output (``ranked_output=`` ...) that is not .jsonl/.parquet, or that exists without
+    ``overwrite``."""
+    if path:
         from pathlib import Path
 
-        output_suffix(str(cfg.ranked_output), "ranked_output")
-        if Path(cfg.ranked_output).exists() and not cfg.overwrite:
-            raise UserError(f"ranked_output {cfg.ranked_output} already exists",
-                            "pass overwrite=true to replace it, or choose another ranked_output=")
+        output_suffix(str(path), key)
+        if Path(str(path)).exists() and not overwrite:
+            raise UserError(f"{key} {path} already exists",
+                            f"pass overwrite=true to replace it, or choose another {key}=")
 
 
-def run_pairs(cfg: Any, step: Any) -> None:
+class Sampled(NamedTuple):
+    """One prompt's samples from :func:`best_of_n`."""
+
+    prompt: Any  #: as the model saw it (with ``cot_suffix`` under ``chain_of_thought``)
+    best_first: list  #: ``(response, score)`` by :func:`clean_list`
+    answers: dict  #: response -> its final answer (``chain_of_thought``; empty otherwise)
+
+
+def best_of_n(cfg: Any, step: Any, prompts: list, policy: tuple[Any, Any], scorer: Any, done: int,
+              extra_responses: list | None = None) -> Iterator[tuple[int, list[Sampled]]]:
+    """Sample ``cfg.num_samples`` responses for each prompt from ``done`` on, ``cfg.batch_size`` prompts a
+    batch (each seeded from ``cfg.seed`` and its index), score them and yield ``(start, [Sampled, ...])``
+    per batch, each list cleaned by :func:`clean_list` (drops counted in ``step.counts``).
+    ``extra_responses[i]``: existing responses of prompt ``i`` ranked with the samples. With
+    ``cfg.chain_of_thought`` the prompts ask for reasoning and a final answer line, each response's
+    answer is extracted (:func:`alignkit.datagen.cot.extract_answer`) and, with ``cot_require_answer``,
+    responses without one are dropped (``no_final_answer``). The caller commits each batch
+    (``step.commit_batch(start + len(items), ...)``) before the next."""
     import torch
 
     from alignkit.ranking.lists import sample_ranked_lists
 
-    _check_side_output(cfg)
-    rows = step.read(str(cfg.input))
-    prompts = [ex["prompt"] for ex in to_examples(rows, "prompt", str(cfg.format), dict(cfg.fields or {}),
-                                                  step.formats())]
-    policy = step.load_model()
-    scorer = build_scorer(cfg, step, policy)
-    done = int(step.start().get("done", 0))
+    cot = bool(cfg.chain_of_thought)
+    if cot:
+        prompts = [cot_prompt(p, str(cfg.cot_suffix)) for p in prompts]
     data_cfg = step.tokenization()
-    sampling = {"max_new_tokens": int(cfg.generation.max_new_tokens), "temperature": float(cfg.generation.temperature),
-                "top_k": int(cfg.generation.top_k), "top_p": float(cfg.generation.top_p)}
-    bar = step.progress(len(prompts), done, "prompt")
     bs = int(cfg.batch_size)
     for start in range(done, len(prompts), bs):
         torch.manual_seed(step.seed(start // bs))
+        extra = extra_responses[start:start + bs] if extra_responses is not None else None
         lists = sample_ranked_lists(prompts[start:start + bs], *policy, data_cfg, scorer, k=int(cfg.num_samples),
-                                    sampling=sampling, batch_size=bs,
+                                    sampling=sampling_kwargs(cfg.generation), extra_responses=extra, batch_size=bs,
                                     missing_eos_penalty=float(cfg.reward.missing_eos_penalty))
-        pairs, ranked = [], []
+        out = []
         for item in lists:
             best_first = clean_list(item["responses"], item["scores"], step.counts)
-            made = make_pairs(item["prompt"], best_first, str(cfg.pairing), float(cfg.min_gap))
+            answers = {r: extract_answer(r)[1] for r, _ in best_first} if cot else {}
+            if cot and cfg.cot_require_answer:
+                step.counts["no_final_answer"] += sum(answers[r] is None for r, _ in best_first)
+                best_first = [(r, sc) for r, sc in best_first if answers[r] is not None]
+            out.append(Sampled(item["prompt"], best_first, answers))
+        yield start, out
+
+
+def with_answers(row: dict, answers: dict) -> dict:
+    """A pair or ranked row with the final answers of its responses (chain-of-thought runs)."""
+    if not answers:
+        return row
+    if "responses" in row:
+        return {**row, "answers": [answers[r] for r in row["responses"]]}
+    return {**row, "chosen_answer": answers[row["chosen"]], "rejected_answer": answers[row["rejected"]]}
+
+
+def run_pairs(cfg: Any, step: Any) -> None:
+    check_side_output(cfg.ranked_output, "ranked_output", bool(cfg.overwrite))
+    rows = step.read(str(cfg.input))
+    prompts = [ex["prompt"] for ex in to_examples(rows, "prompt", str(cfg.format), dict(cfg.fields or {}),
+                                                  step.formats(), step.counts)]
+    policy = step.load_model()
+    scorer = build_scorer(cfg, step, policy)
+    done = int(step.start().get("done", 0))
+    bar = step.progress(len(prompts), done, "prompt")
+    for start, items in best_of_n(cfg, step, prompts, policy, scorer, done):
+        pairs, ranked = [], []
+        for prompt, best_first, answers in items:
+            made = make_pairs(prompt, best_first, str(cfg.pairing), float(cfg.min_gap))
             step.counts["prompts_without_pair"] += not made
-            pairs += made
-            listed = ranked_list(item["prompt"], best_first, bool(cfg.keep_ties))
-            ranked += [listed] if listed else []
+            pairs += [with_answers(p, answers) for p in made]
+            listed = ranked_list(prompt, best_first, bool(cfg.keep_ties))
+            ranked += [with_answers(listed, answers)] if listed else []
         step.counts["pairs"] += len(pairs)
         step.counts["ranked_lists"] += len(ranked)
-        step.commit_batch(start + len(lists), {"rows": pairs, "ranked": ranked})
-        bar.update(len(lists))
+        step.commit_batch(start + len(items), {"rows": pairs, "ranked": ranked})
+        bar.update(len(items))
     bar.close()
     step.counts["prompts"] = len(prompts)
     if step.counts["pairs"] == 0:

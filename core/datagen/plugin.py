@@ -4,42 +4,29 @@
 Formats (for ``data.sources[].format`` and the data steps' ``format=``):
 
 * ``alpaca``: ``instruction``, optional ``input``, ``output`` -> ``sft`` (prompt: the
-  instruction, then a blank line and the input when there is one), the rows
+  instruction, then a blank line and the input when there is one): Stanford Alpaca's
+  ``alpaca_data.json``, Self-Instruct's released data, and the rows
   ``alignkit data self-instruct`` writes;
 * ``instruction``: ``instruction`` and optional ``input`` without an output -> ``prompt``.
 """
 from __future__ import annotations
 
 from alignkit import hookimpl
-from alignkit.data.formats import DataFormatSpec, FormatError, present_fields
+from alignkit.data.corpora import instruction_prompt, text_field
+from alignkit.data.formats import DataFormatSpec
 from alignkit.datagen.dedup import DedupConfig, run_dedup
 from alignkit.datagen.mix import MixConfig, run_mix
 from alignkit.datagen.pairs import PairsConfig, run_pairs
+from alignkit.datagen.sdf import SdfConfig, run_sdf
+from alignkit.datagen.self_chat import SelfChatConfig, run_self_chat
 from alignkit.datagen.score import ScoreConfig, SelectConfig, run_score, run_select
 from alignkit.datagen.self_instruct import SelfInstructConfig, run_self_instruct
 from alignkit.datagen.spec import DataStepSpec
-
-
-def _text(record: dict, fields: dict, name: str, required: bool = True) -> str:
-    col = fields.get(name, name)
-    value = record.get(col)
-    if value is None:
-        if required:
-            raise FormatError(f"missing field {col!r}, the record has {present_fields(record)}")
-        return ""
-    if not isinstance(value, str):
-        raise FormatError(f"field {col!r} must be a string, got {type(value).__name__}")
-    return value
-
-
-def instruction_prompt(record: dict, fields: dict) -> str:
-    """The instruction, then a blank line and the input when the record has one."""
-    instruction, given = _text(record, fields, "instruction"), _text(record, fields, "input", required=False)
-    return f"{instruction}\n\n{given}" if given.strip() else instruction
+from alignkit.datagen.translate import MODEL_TRANSLATOR, TranslateConfig, run_translate
 
 
 def _alpaca(record: dict, fields: dict) -> dict:
-    return {"prompt": instruction_prompt(record, fields), "completion": _text(record, fields, "output")}
+    return {"prompt": instruction_prompt(record, fields), "completion": text_field(record, fields, "output")}
 
 
 def _instruction(record: dict, fields: dict) -> dict:
@@ -59,6 +46,12 @@ BUILTIN_STEPS = [
     DataStepSpec("select", SelectConfig, run_select, "keep scored examples by threshold, top-k or top fraction"),
     DataStepSpec("pairs", PairsConfig, run_pairs,
                  "best-of-n samples scored into prompt/chosen/rejected pairs (DPO) and ranked lists (PRO, RRHF)"),
+    DataStepSpec("self-chat", SelfChatConfig, run_self_chat,
+                 "multi-turn dialogues from seed questions, the model playing both sides (Baize self-chat)"),
+    DataStepSpec("sdf", SdfConfig, run_sdf,
+                 "k replies per dialogue turn ranked by a judge or reward: best kept (SFT), best vs worst (DPO)"),
+    DataStepSpec("translate", TranslateConfig, run_translate,
+                 "multilingual data: post-answering or post-translating, language-checked (py3langid), chrF"),
     DataStepSpec("dedup", DedupConfig, run_dedup, "remove exact and near duplicates (MinHash LSH) across files"),
     DataStepSpec("mix", MixConfig, run_mix, "weighted mixture of sources in one file, with per-source counts"),
 ]
@@ -72,3 +65,8 @@ def alignkit_register_data_steps():
 @hookimpl
 def alignkit_register_data_formats():
     return list(INSTRUCTION_FORMATS)
+
+
+@hookimpl
+def alignkit_register_translators():
+    return [MODEL_TRANSLATOR]

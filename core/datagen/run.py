@@ -81,7 +81,8 @@ class StepRun:
         state = self.work.open(bool(self.cfg.get("resume", True)))
         if state:
             self.resumed_from = int(state.get("done", 0))
-            self.counts.update(state.get("counts", {}))
+            for name, n in state.get("counts", {}).items():  # the totals at the last commit (counts made
+                self.counts[name] = n  # before start(), e.g. records the input's format skipped, included)
             log.info("%s: resuming from %s (%d done)", self.name, self.work.path, self.resumed_from)
         return state
 

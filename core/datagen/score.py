@@ -85,7 +85,12 @@ def run_score(cfg: Any, step: Any) -> None:
     import torch
 
     rows = step.read(str(cfg.input))
-    examples = to_examples(rows, "sft", str(cfg.format), dict(cfg.fields or {}), step.formats())
+    examples = to_examples(rows, "sft", str(cfg.format), dict(cfg.fields or {}), step.formats(), step.counts)
+    if len(examples) != len(rows):  # a message-tree format, or records left out: rows and examples differ
+        raise UserError(f"{rows.path}: its format makes {len(examples)} examples of {len(rows)} records, and score "
+                        "writes the input records back with their scores",
+                        f"convert it first: alignkit data mix sources='[{{path: {rows.path}, format: "
+                        f"{cfg.format}}}]' kind=sft output=examples.jsonl, then score examples.jsonl")
     scorer = build_scorer(cfg, step)
     done = int(step.start().get("done", 0))
     judged = cfg.scorer == "judge"

@@ -13,8 +13,10 @@ are parsed into an instruction and an optional input and filtered:
   round's included) is ``>= rouge_threshold`` (kept only when below it, as in the paper).
 
 Survivors join the pool; with ``generate_outputs`` the model then answers each one
-(``chain_of_thought`` asks it to reason step by step first) and a task whose answer is
-empty is dropped (``empty_output``). Rounds repeat until ``target`` tasks or
+(``chain_of_thought`` asks it to reason step by step, then write a final ``Answer:`` line,
+which is extracted into the ``answer`` column, the rest into ``reasoning``; a task without
+one is dropped, ``no_final_answer``) and a task whose answer is empty is dropped
+(``empty_output``). Rounds repeat until ``target`` tasks or
 ``max_rounds``. Output rows are ``{"instruction", "input", "output", "similarity"}``
 (the ``alpaca`` data format: ``algo=sft`` trains on them as they are).
 """
@@ -28,12 +30,13 @@ from typing import Any, Dict, List
 from omegaconf import MISSING
 
 from alignkit.config.schema import check
+from alignkit.datagen.cot import cot_prompt, extract_answer
 from alignkit.datagen.io import Rows, require_fields
 from alignkit.datagen.similarity import RougePool
 from alignkit.datagen.spec import ModelStepConfig
 from alignkit.datagen.templates import COT_SUFFIX, PROPOSAL_EXAMPLE, PROPOSAL_TEMPLATE, RESPONSE_TEMPLATE, load_template
 from alignkit.errors import UserError
-from alignkit.rollout.config import SamplingConfig
+from alignkit.rollout.config import SamplingConfig, sampling_kwargs
 
 __all__ = ["SelfInstructConfig", "run_self_instruct", "parse_task", "reject_reason", "BLOCKLIST"]
 
@@ -56,7 +59,9 @@ class SelfInstructConfig(ModelStepConfig):
     max_words: int = 150  #: longer instructions are rejected
     blocklist: List[str] = field(default_factory=lambda: list(BLOCKLIST))  #: words of tasks a text model cannot do
     generate_outputs: bool = True  #: also answer each new instruction (the `output` column)
-    chain_of_thought: bool = False  #: ask for step-by-step reasoning before the answer
+    chain_of_thought: bool = False  #: ask for step-by-step reasoning, then a final "Answer:" line (`answer` column)
+    cot_suffix: str = COT_SUFFIX  #: appended to the response prompt with chain_of_thought=true
+    cot_require_answer: bool = True  #: with chain_of_thought: drop a task whose output has no final answer line
     proposal_template: str = PROPOSAL_TEMPLATE  #: fields {examples} {next}; file:<path> reads a file
     example_template: str = PROPOSAL_EXAMPLE  #: fields {number} {instruction} {input_line}
     response_template: str = RESPONSE_TEMPLATE  #: fields {instruction} {input_block}
@@ -148,12 +153,7 @@ class Proposer:
     def response_prompt(self, task: dict) -> str:
         text = self.response.format(instruction=task["instruction"],
                                     input_block=f"\n\n{task['input']}" if task["input"] else "")
-        return text + (COT_SUFFIX if self.cfg.chain_of_thought else "")
-
-
-def _sampling(s: Any) -> dict:
-    return {"max_new_tokens": int(s.max_new_tokens), "temperature": float(s.temperature), "top_k": int(s.top_k),
-            "top_p": float(s.top_p)}
+        return cot_prompt(text, str(self.cfg.cot_suffix)) if self.cfg.chain_of_thought else text
 
 
 def _filter(candidates: list[tuple[str, str]], pool: RougePool, cfg: Any, room: int, counts: Any) -> list[dict]:
@@ -176,6 +176,19 @@ def _filter(candidates: list[tuple[str, str]], pool: RougePool, cfg: Any, room: 
     return accepted
 
 
+def _split_answers(tasks: list[dict], require: bool, counts: Any) -> list[dict]:
+    """Chain-of-thought tasks with ``reasoning`` and ``answer`` (the final answer line) beside ``output``;
+    without an answer line a task is dropped (``rejected_no_final_answer``) when ``require``."""
+    kept = []
+    for t in tasks:
+        t["reasoning"], t["answer"] = extract_answer(t["output"])
+        if t["answer"] is None and require:
+            counts["rejected_no_final_answer"] += 1
+        else:
+            kept.append(t)
+    return kept
+
+
 def run_self_instruct(cfg: Any, step: Any) -> None:
     import torch
 
@@ -196,17 +209,19 @@ def run_self_instruct(cfg: Any, step: Any) -> None:
         rng = random.Random(step.seed(round_))
         torch.manual_seed(step.seed(round_))
         prompts = [proposer.proposal_prompt(proposer.examples(rng, generated)) for _ in range(int(cfg.batch_size))]
-        roll = generate_from_prompts(model, tok, prompts, data_cfg, **_sampling(cfg.proposal))
+        roll = generate_from_prompts(model, tok, prompts, data_cfg, **sampling_kwargs(cfg.proposal))
         step.counts["proposed"] += len(prompts)
         accepted = _filter([parse_task(t) for t in roll.completions], pool, cfg, int(cfg.target) - len(generated),
                            step.counts)
         if cfg.generate_outputs and accepted:
             answers = generate_from_prompts(model, tok, [proposer.response_prompt(t) for t in accepted], data_cfg,
-                                            **_sampling(cfg.response)).completions
+                                            **sampling_kwargs(cfg.response)).completions
             for task, answer in zip(accepted, answers):
                 task["output"] = answer.strip()
             step.counts["rejected_empty_output"] += sum(not t["output"] for t in accepted)
             accepted = [t for t in accepted if t["output"]]
+            if cfg.chain_of_thought:
+                accepted = _split_answers(accepted, bool(cfg.cot_require_answer), step.counts)
         generated += accepted
         step.counts["accepted"] = len(generated)
         round_ += 1

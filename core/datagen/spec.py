@@ -15,7 +15,7 @@ from omegaconf import MISSING
 
 from alignkit.config.schema import ModelConfig, check
 
-__all__ = ["DataStepSpec", "StepConfig", "ModelStepConfig"]
+__all__ = ["DataStepSpec", "StepConfig", "ModelStepConfig", "TranslatorSpec"]
 
 
 @dataclass
@@ -26,6 +26,16 @@ class DataStepSpec:
     config_class: type  #: a dataclass deriving from :class:`StepConfig`
     run: Callable[..., None]  #: ``run(cfg, step: StepRun)``: reads, counts and writes through ``step``
     description: str  #: one line, shown by ``alignkit data``
+
+
+@dataclass
+class TranslatorSpec:
+    """A translation backend of ``alignkit data translate``, as registered through ``alignkit_register_translators``."""
+
+    name: str  #: ``translator=<name>``
+    build: Callable[..., Any]  #: ``build(cfg, step, policy)`` -> an object with ``translate(texts, source, target)``
+    description: str  #: one line
+    needs_model: bool = False  #: the backend translates with the step's model (``policy`` is handed to it)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 from alignkit.errors import UserError
 
 __all__ = ["load_template", "JUDGE_TEMPLATE", "PROPOSAL_TEMPLATE", "PROPOSAL_EXAMPLE", "RESPONSE_TEMPLATE",
-           "COT_SUFFIX"]
+           "COT_SUFFIX", "SELF_CHAT_USER_TEMPLATE", "TRANSLATION_TEMPLATE", "TRANSLATE_ANSWER_TEMPLATE"]
 
 #: Alpagasus-style rubric (Chen et al. 2023), asking for the score first so a short answer holds it
 JUDGE_TEMPLATE = (
@@ -34,8 +34,24 @@ PROPOSAL_EXAMPLE = "Task {number}: {instruction}\n{input_line}\n"
 
 #: the prompt a new instruction's response is generated from
 RESPONSE_TEMPLATE = "{instruction}{input_block}"
-#: appended to :data:`RESPONSE_TEMPLATE` with ``chain_of_thought=true``
-COT_SUFFIX = "\n\nThink step by step, then give the final answer."
+#: appended to a prompt with ``chain_of_thought=true`` (self-instruct, pairs, sdf): reasoning, then a final
+#: answer line that :func:`alignkit.datagen.cot.extract_answer` reads
+COT_SUFFIX = ("\n\nThink step by step. Then write the final answer on its own last line, as "
+              "\"Answer: <final answer>\".")
+
+#: the user's side of Baize's self-chat (Xu et al. 2023): the transcript in its [|Human|] / [|AI|] labels
+SELF_CHAT_USER_TEMPLATE = (
+    "You are the human in a conversation with an AI assistant that started from this question: {seed}\n\n"
+    "The conversation so far:\n{transcript}\n\n"
+    "Write the human's next message: one related follow-up question, in one or two sentences. "
+    "If the human has no more questions, write {end_marker}."
+)
+
+#: ``alignkit data translate``'s default backend: the step's model asked for a translation
+TRANSLATION_TEMPLATE = ("Translate the following text from {source} into {target}. Write only the translation, "
+                        "nothing else.\n\n{text}")
+#: post-answering: the translated instruction, asking for an answer in its language
+TRANSLATE_ANSWER_TEMPLATE = "{instruction}\n\n(Answer in {target}.)"
 
 
 def load_template(value: str, key: str, fields: tuple[str, ...]) -> str:

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 from alignkit.config.schema import check
 
-__all__ = ["SamplingConfig", "RewardConfig"]
+__all__ = ["SamplingConfig", "RewardConfig", "sampling_kwargs"]
 
 
 @dataclass
@@ -17,6 +17,13 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         check(self, max_new_tokens=">= 1", temperature=">= 0", top_k=">= 0", top_p="in (0, 1]")
+
+
+
+def sampling_kwargs(s: Any) -> dict:
+    """A :class:`SamplingConfig` (or its config node) as keyword arguments of ``generate``."""
+    return {"max_new_tokens": int(s.max_new_tokens), "temperature": float(s.temperature), "top_k": int(s.top_k),
+            "top_p": float(s.top_p)}
 
 
 @dataclass

@@ -393,6 +393,10 @@ class Trainer:
                          len(parts["eval"]))
                 return parts["train"], parts["eval"]
         data = load_data(self.cfg.data, formats, algo_cls.data_kind)
+        if data.skipped:  # records the sources' formats left out (deleted messages, unanswered prompts, ...)
+            self.data_stats["skipped_records"] = data.skipped
+        if data.languages:  # records per value of the sources' `language` column (translate writes one)
+            self.data_stats["languages"] = data.languages
         eval_examples = data.eval if eval_kind == algo_cls.data_kind else load_data(self.cfg.data, formats, eval_kind).eval
         if self.cfg.trainer.max_eval_examples is not None:
             eval_examples = eval_examples[: self.cfg.trainer.max_eval_examples]

@@ -31,7 +31,9 @@ def test_data_lists_the_steps(capsys):
     assert cmd_list([]) == 0
     listed = capsys.readouterr().out
     assert "data steps (alignkit data <step>):" in listed and "  self-instruct  new instructions" in listed
-    assert "  alpaca      sft        instruction [+ input] + output" in listed
+    assert "  alpaca        sft        instruction [+ input] + output" in listed
+    assert "  oasst-ranked  ranked     OpenAssistant message trees" in listed
+    assert "translators (alignkit data translate translator=<name>):\n  model " in listed
 
 
 def test_bad_input_is_one_line_exit_2_and_no_output(tmp_path):

