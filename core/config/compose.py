@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from importlib import resources
 
 from hydra.core.config_store import ConfigStore
@@ -109,9 +110,9 @@ def _composition_error(exc: Exception, overrides: list[str]) -> ConfigError:
         if wanted:
             return ConfigError(f"{key}={value} is not {wanted}", f"give {key} {wanted}")
         return ConfigError(f"{key}={value}: {msg}", f"fix the value of {key}")
-    missing = str(exc).split("Could not find '", 1)
-    if isinstance(exc, MissingConfigException) and len(missing) == 2:
-        wanted = missing[1].split("'", 1)[0]  # e.g. algo/dpoo
+    missing = re.search(r"Could not (?:find|load) '([^']+)'", str(exc))
+    if isinstance(exc, MissingConfigException) and missing:
+        wanted = missing.group(1)  # e.g. algo/dpoo, or algo/sft_schema when no enabled plugin provides sft
         group = wanted.rpartition("/")[0]
         if group == "algo" and wanted.endswith("_schema"):  # its YAML exists but no enabled plugin provides it
             return ConfigError(f"algorithm {wanted[5:-7]!r} is provided by no enabled plugin",
