@@ -163,6 +163,15 @@ def with_answers(row: dict, answers: dict) -> dict:
     return {**row, "chosen_answer": answers[row["chosen"]], "rejected_answer": answers[row["rejected"]]}
 
 
+def pairs_and_list(prompt: Any, best_first: list[tuple[str, float]], answers: dict,
+                   cfg: Any) -> tuple[list[dict], dict | None]:
+    """One prompt's preference pairs and ranked list from its scored completions (best first), each row with
+    the completions' extracted answers; ``cfg`` gives ``pairing``, ``min_gap`` and ``keep_ties``."""
+    made = make_pairs(prompt, best_first, str(cfg.pairing), float(cfg.min_gap))
+    listed = ranked_list(prompt, best_first, bool(cfg.keep_ties))
+    return [with_answers(p, answers) for p in made], (with_answers(listed, answers) if listed else None)
+
+
 def run_pairs(cfg: Any, step: Any) -> None:
     check_side_output(cfg.ranked_output, "ranked_output", bool(cfg.overwrite))
     rows = step.read(str(cfg.input))
@@ -175,11 +184,10 @@ def run_pairs(cfg: Any, step: Any) -> None:
     for start, items in best_of_n(cfg, step, prompts, policy, scorer, done):
         pairs, ranked = [], []
         for prompt, best_first, answers in items:
-            made = make_pairs(prompt, best_first, str(cfg.pairing), float(cfg.min_gap))
+            made, listed = pairs_and_list(prompt, best_first, answers, cfg)
             step.counts["prompts_without_pair"] += not made
-            pairs += [with_answers(p, answers) for p in made]
-            listed = ranked_list(prompt, best_first, bool(cfg.keep_ties))
-            ranked += [with_answers(listed, answers)] if listed else []
+            pairs += made
+            ranked += [listed] if listed else []
         step.counts["pairs"] += len(pairs)
         step.counts["ranked_lists"] += len(ranked)
         step.commit_batch(start + len(items), {"rows": pairs, "ranked": ranked})

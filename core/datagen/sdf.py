@@ -28,7 +28,7 @@ from typing import Any, Optional
 
 from alignkit.config.schema import check
 from alignkit.datagen.io import to_examples
-from alignkit.datagen.pairs import PairsConfig, best_of_n, check_side_output, make_pairs, ranked_list, with_answers
+from alignkit.datagen.pairs import PairsConfig, best_of_n, check_side_output, pairs_and_list
 from alignkit.datagen.scoring import build_scorer
 from alignkit.errors import UserError
 
@@ -83,11 +83,10 @@ def run_sdf(cfg: Any, step: Any) -> None:
             top = {"prompt": context, "completion": best_first[0][0], "score": best_first[0][1], "dialogue": d,
                    "turn": t}
             best.append({**top, "answer": answers[top["completion"]]} if answers else top)
-            made = make_pairs(context, best_first, str(cfg.pairing), float(cfg.min_gap))
+            made, listed = pairs_and_list(context, best_first, answers, cfg)
             step.counts["turns_without_pair"] += not made
-            pairs += [with_answers(p, answers) for p in made]
-            listed = ranked_list(context, best_first, bool(cfg.keep_ties))
-            lists += [with_answers(listed, answers)] if listed else []
+            pairs += made
+            lists += [listed] if listed else []
         step.counts["best"] += len(best)
         step.counts["pairs"] += len(pairs)
         step.counts["ranked_lists"] += len(lists)
