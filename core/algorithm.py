@@ -98,6 +98,11 @@ class RunContext:
         return self.accelerator is None or self.accelerator.is_main_process
 
     @property
+    def process_index(self) -> int:
+        """This process's rank (0 in a one-process run)."""
+        return int(getattr(self.accelerator, "process_index", 0))
+
+    @property
     def num_processes(self) -> int:
         return 1 if self.accelerator is None else self.accelerator.num_processes
 
@@ -273,6 +278,10 @@ class Algorithm:
                 sums[k] = sums.get(k, 0.0) + float(v) / n
         sums.update(self.run.optimizer_step())
         return sums
+
+    def end_step(self) -> None:
+        """Called by the trainer after every :meth:`train_step` (online algorithms advance their
+        iteration here, so a subclass's ``train_step`` never has to)."""
 
     def evaluate(self, batch: dict) -> dict[str, float]:
         """Metrics of one held-out batch (means over the batch); the trainer

@@ -25,9 +25,10 @@ from alignkit.modeling import hidden_states, lm_head, reward_scores, sequence_lo
 from alignkit.modeling import unwrap as unwrap_model
 from alignkit.rollout import (OnlineAlgorithm, RewardConfig, RewardScorer, Rollout, SamplingConfig, generate,
                               generate_from_prompts, load_reward_model)
+from alignkit.rollout.engine import HFEngine, RolloutEngine, RolloutEngineSpec, pack_rollout
 from alignkit.rollout.online import MetricMeans, minibatches
 
-API_VERSION = "1.0"
+API_VERSION = "1.1"
 
 __all__ = [
     "API_VERSION", "hookimpl",
@@ -43,6 +44,8 @@ __all__ = [
     # online methods
     "OnlineAlgorithm", "RewardConfig", "SamplingConfig", "Rollout", "generate", "generate_from_prompts",
     "RewardScorer", "load_reward_model", "MetricMeans", "minibatches",
+    # rollout engines (alignkit_register_rollout_engines)
+    "RolloutEngine", "RolloutEngineSpec", "HFEngine", "pack_rollout",
     # alignkit eval
     "EvalMetricSpec",
 ]

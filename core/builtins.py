@@ -15,3 +15,10 @@ def alignkit_register_eval_metrics():
     from alignkit.evaluation.generation_metrics import BUILTIN_METRICS
 
     return list(BUILTIN_METRICS)
+
+
+@hookimpl
+def alignkit_register_rollout_engines():
+    from alignkit.rollout.engine import builtin_engines
+
+    return builtin_engines()

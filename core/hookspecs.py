@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import pluggy
 
 if TYPE_CHECKING:
+    from alignkit.rollout.engine import RolloutEngineSpec
     from alignkit.algorithm import AlgorithmSpec, RunContext
     from alignkit.data.formats import DataFormatSpec, DatasetPreset
     from alignkit.datagen.spec import DataStepSpec, TranslatorSpec
@@ -113,6 +114,19 @@ def alignkit_register_eval_metrics() -> list[EvalMetricSpec]:
     has no reference model). Each returned value is reported as ``<name>/<key>`` in
     ``eval.json`` and ``eval.md``. The built-in ``distinct`` metric (distinct-1/2)
     registers through this hook too; two plugins claiming one name is an error.
+    """
+
+
+@hookspec
+def alignkit_register_rollout_engines() -> list[RolloutEngineSpec]:
+    """Return rollout engines (``rollout.engine=<name>``) this plugin provides.
+
+    A :class:`alignkit.api.RolloutEngineSpec` has a ``name``, a one-line ``description`` and
+    ``build(cfg, run)``, which returns a :class:`alignkit.api.RolloutEngine` for the run's
+    ``rollout`` config and :class:`alignkit.RunContext`: ``generate(batch, num_samples=,
+    sampling=, seeds=) -> Rollout`` (token ids as sampled, optionally the engine's per-token
+    log-probs), ``sync_weights()`` after the policy changed, ``reseed(seed)`` and ``close()``.
+    The built-in ``hf`` and ``vllm`` engines register through this hook too.
     """
 
 

@@ -120,6 +120,7 @@ class Registry:
     datasets: dict[str, tuple[Any, str]] = field(default_factory=dict)
     reward_functions: dict[str, tuple[Callable, str]] = field(default_factory=dict)
     eval_metrics: dict[str, tuple[Any, str]] = field(default_factory=dict)  #: ``alignkit eval`` metrics
+    rollout_engines: dict[str, tuple[Any, str]] = field(default_factory=dict)  #: ``rollout.engine=`` choices
     broken: list = field(default_factory=list)  #: ``(plugin, error)`` of a tolerant build
 
     # -- lookups ---------------------------------------------------------------
@@ -141,6 +142,10 @@ class Registry:
 
     def reward_function(self, name: str) -> Callable[..., list[float]]:
         return self._get(self.reward_functions, "reward function", name)
+
+    def rollout_engine(self, name: str):
+        """The :class:`alignkit.api.RolloutEngineSpec` registered as ``name``."""
+        return self._get(self.rollout_engines, "rollout engine", name)
 
     # -- lifecycle -------------------------------------------------------------
     @property
@@ -200,6 +205,8 @@ def build_registry(disabled: Iterable[str] = (), extra_modules: Iterable[str] = 
     _collect(pm, "alignkit_register_reward_functions", "reward function", reg.reward_functions,
              lambda f: f.__name__, broken)
     _collect(pm, "alignkit_register_eval_metrics", "eval metric", reg.eval_metrics, lambda s: s.name, broken)
+    _collect(pm, "alignkit_register_rollout_engines", "rollout engine", reg.rollout_engines, lambda s: s.name,
+             broken)
     reg.broken = broken or []
     return reg
 

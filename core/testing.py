@@ -76,7 +76,6 @@ class _MiniTrainer:
 def _resolve(algo: Any, registry: Any):
     """``(AlgorithmSpec or None, registry holding it)``: a registered name or a spec of its own."""
     from alignkit.algorithm import AlgorithmSpec
-    from alignkit.registry import Registry
 
     if algo is None or isinstance(algo, str):
         return (registry.algorithm(algo) if algo else None), registry
@@ -85,8 +84,8 @@ def _resolve(algo: Any, registry: Any):
     if registry.algorithms.get(algo.name, (None,))[0] is algo:
         return algo, registry
     # a spec not (or differently) installed: a copy of the registry with this spec under its name
-    reg = Registry(registry.pm, dict(registry.algorithms), dict(registry.data_formats), dict(registry.datasets),
-                   dict(registry.reward_functions))
+    reg = dataclasses.replace(registry, **{f.name: dict(getattr(registry, f.name)) for f in dataclasses.fields(registry)
+                                           if isinstance(getattr(registry, f.name), dict)})
     reg.algorithms[algo.name] = (algo, "alignkit.testing")
     return algo, reg
 

@@ -199,10 +199,15 @@ def _reject_added_keys(overrides: list[str]) -> None:
 
 
 def validate_algorithm(cfg: DictConfig, registry) -> None:
-    """Checks that need the plugins, at composition: the algorithm's own ``AlgorithmSpec.validate``
-    and a configured reward function's arguments against its signature."""
+    """Checks that need the plugins, at composition: the rollout engine's name, the algorithm's own
+    ``AlgorithmSpec.validate`` and a configured reward function's arguments against its signature."""
     from alignkit.errors import UserError
     from alignkit.registry import UnknownNameError
+
+    engine = OmegaConf.select(cfg, "rollout.engine")
+    if engine is not None and engine not in registry.rollout_engines:
+        raise ConfigError(f"unknown rollout engine rollout.engine={engine}",
+                          "pick one of: " + ", ".join(sorted(registry.rollout_engines)))
 
     try:
         spec = registry.algorithm(cfg.algo.name)

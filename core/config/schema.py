@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
-__all__ = ["check", "ConfigValueError", "TinyModelConfig", "LoraConfig", "ModelConfig", "DataSource", "DataConfig",
+__all__ = ["check", "RolloutConfig", "ConfigValueError", "TinyModelConfig", "LoraConfig", "ModelConfig", "DataSource", "DataConfig",
            "DistributedConfig", "TrainerConfig", "LoggerConfig", "PluginsConfig", "OpsConfig", "EvalGenerationConfig",
            "EvalJudgeConfig", "EvalLmEvalConfig", "EvalConfig", "RunConfig"]
 
@@ -109,6 +109,7 @@ class DataSource:
     fields: Dict[str, str] = field(default_factory=dict)  # normalised field -> column name in the file
     max_examples: Optional[int] = None  # keep the first N examples (after a seeded shuffle)
     eval_size: float = 0.1  # held-out part of this source: a fraction (< 1) or a count (>= 1)
+    eval_only: bool = False  # hold out the whole source (never trained on; eval_size and weight unused)
 
     def __post_init__(self) -> None:
         check(self, weight="> 0", max_examples=">= 1", eval_size=">= 0")
@@ -300,6 +301,31 @@ class EvalConfig:
 
 
 @dataclass
+class RolloutConfig:
+    """``rollout``: the engine that generates an online run's responses (docs/rollout.md)."""
+
+    engine: str = "hf"  # hf (Hugging Face generate on the policy) | vllm | a plugin's engine
+    mode: str = "colocated"  # vllm: colocated (engine in the trainer's process) | server (rollout.server_url)
+    server_url: Optional[str] = None  # server mode: http://host:port of `alignkit rollout-server` or `vllm serve`
+    sync_dir: Optional[str] = None  # server mode: folder both sides see, for weight files (null: a temp folder)
+    dtype: str = "auto"  # engine weights: auto (the policy's) | float32 | bfloat16 | float16
+    enforce_eager: bool = True  # vllm: no graph compilation (starts in ~30 s on CPU instead of minutes)
+    max_model_len: Optional[int] = None  # vllm: context length (null: data.max_length + generation cap)
+    max_num_seqs: int = 256  # vllm: sequences decoded together
+    kv_cache_gb: float = 2.0  # vllm on CPU: KV-cache memory (VLLM_CPU_KVCACHE_SPACE)
+    gpu_memory_utilization: float = 0.3  # vllm on GPU: share of GPU memory for the engine (colocated)
+    sleep_mode: bool = True  # vllm on GPU, colocated: free the engine's memory while the trainer steps
+    timeout_s: float = 600.0  # server mode: seconds to wait for a request (and for the server to come up)
+    host: str = "127.0.0.1"  # alignkit rollout-server: address to listen on
+    port: int = 8000  # alignkit rollout-server: port
+
+    def __post_init__(self) -> None:
+        check(self, mode="one of colocated|server", dtype="one of auto|float32|bfloat16|float16",
+              max_model_len=">= 1", max_num_seqs=">= 1", kv_cache_gb="> 0", gpu_memory_utilization="in (0, 1]",
+              timeout_s="> 0", port=">= 1")
+
+
+@dataclass
 class RunConfig:
     algo: Any = MISSING
     model: ModelConfig = MISSING
@@ -310,3 +336,4 @@ class RunConfig:
     ops: OpsConfig = field(default_factory=OpsConfig)
     stages: List[Any] = field(default_factory=list)  # multi-stage pipelines (experiment=instructgpt)
     eval: EvalConfig = field(default_factory=EvalConfig)  # alignkit eval (docs/evaluation.md)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)  # online runs' rollout engine (docs/rollout.md)

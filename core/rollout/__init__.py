@@ -22,6 +22,10 @@ rolls out and scores a step's prompt batches (:meth:`OnlineAlgorithm.rollout`), 
 per-token log-probs in chunks, times phases and writes sampled responses to
 ``<run>/samples.jsonl``.
 
+Rollout engines (:mod:`alignkit.rollout.engine`): ``rollout.engine=hf`` (Hugging Face ``generate`` on the
+policy) or ``vllm`` (:mod:`alignkit.rollout.vllm_engine`), or a plugin's engine registered through
+``alignkit_register_rollout_engines``.
+
 Configs: :class:`SamplingConfig` (``algo.generation``) and :class:`RewardConfig` (``algo.reward``).
 """
 from alignkit.rollout.config import RewardConfig, SamplingConfig

@@ -41,6 +41,9 @@ class Rollout:
     group_size: int = 1  # samples per prompt (consecutive rows)
     references: list | None = None  # [N] or None
     scores: torch.Tensor | None = None  # [N] float32, filled by the caller
+    #: [N, T-1] float32, aligned with ``mask``: the engine's log-prob of each sampled token at the
+    #: sampling temperature (0 off the mask); ``None`` when the engine does not report them
+    engine_logprobs: torch.Tensor | None = None
 
     @property
     def mask(self) -> torch.Tensor:
@@ -71,6 +74,8 @@ class Rollout:
         width = int(out["attention_mask"].sum(1).max()) if idx_list else 1
         for k in ("input_ids", "attention_mask", "labels"):
             out[k] = out[k][:, :width]
+        if out["engine_logprobs"] is not None:
+            out["engine_logprobs"] = out["engine_logprobs"][:, :max(width - 1, 0)]
         return replace(self, **out)
 
 

@@ -17,7 +17,8 @@ import torch
 from alignkit.algorithm import Algorithm
 from alignkit.losses.ppo import apply_missing_eos_penalty
 from alignkit.modeling import token_logprobs
-from alignkit.rollout.generation import Rollout, concat_prompt_batches, generate, pad_token_id, row_seeds
+from alignkit.rollout.engine import RolloutEngine, make_engine
+from alignkit.rollout.generation import Rollout, concat_prompt_batches, pad_token_id, row_seeds
 from alignkit.rollout.rewards import RewardScorer
 
 __all__ = ["OnlineAlgorithm", "minibatches", "MetricMeans"]
@@ -55,6 +56,16 @@ class OnlineAlgorithm(Algorithm):
         self.times: dict[str, float] = {}
         self.samples_path = self.run.output_dir / "samples.jsonl"
         self.generator = torch.Generator().manual_seed(int(self.run.cfg.trainer.seed))
+        self._engine: RolloutEngine | None = None
+        self.engine_stale = False  #: the policy changed since the engine last took its weights
+
+    @property
+    def engine(self) -> RolloutEngine:
+        """The run's rollout engine (``rollout.engine``), built on first use so that it starts from
+        the policy's weights as they are then (after a resume, the checkpoint's)."""
+        if self._engine is None:
+            self._engine = make_engine(self.run.cfg.rollout, self.run)
+        return self._engine
 
     # -- timing --------------------------------------------------------------------------
     @contextmanager
@@ -65,6 +76,12 @@ class OnlineAlgorithm(Algorithm):
             yield
         finally:
             self.times[f"time/{name}"] = self.times.get(f"time/{name}", 0.0) + time.perf_counter() - t0
+
+    def end_step(self) -> None:
+        """The iteration advances after every training step: sampling keys, ``samples.jsonl`` rows and
+        checkpoints all see the new value; subclasses do not advance it themselves."""
+        self.iteration += 1
+        self.engine_stale = True
 
     def pop_times(self) -> dict[str, float]:
         out, self.times = self.times, {}
@@ -77,31 +94,39 @@ class OnlineAlgorithm(Algorithm):
         t = self.cfg.generation.temperature
         return t if t > 0 else 1.0
 
-    def _sample(self, batch: dict, num_samples: int, stream: str = "train") -> tuple[Rollout, torch.Tensor]:
+    def _sample(self, batch: dict, num_samples: int, stream: str = "train", attempt: int = 0
+                ) -> tuple[Rollout, torch.Tensor]:
         """Generate for a prompt batch with the configured sampling and score: ``(rollout, scores)``.
-        Each response's randomness is keyed by (run seed, ``stream``, iteration, prompt index, sample),
-        so rollouts do not depend on the number of processes and a resumed run samples the same."""
+        Each response's randomness is keyed by (run seed, ``stream``, iteration, [attempt,] prompt
+        index, sample), so rollouts do not depend on the number of processes and a resumed run
+        samples the same; ``attempt > 0`` draws fresh samples of the same prompts (resampling)."""
         g = self.cfg.generation
         seeds = None
         if "index" in batch:
-            seeds = row_seeds(int(self.run.cfg.trainer.seed), stream, self.iteration,
-                              index=batch["index"].tolist(), num_samples=num_samples)
+            key = (int(self.run.cfg.trainer.seed), stream, self.iteration) + ((f"attempt{attempt}",) if attempt else ())
+            seeds = row_seeds(*key, index=batch["index"].tolist(), num_samples=num_samples)
+        engine = self.engine
+        with self.timer("sync_weights"):
+            if self.engine_stale:
+                engine.sync_weights()
+                self.engine_stale = False
         with self.timer("generate"):
-            ro = self.run.forward(generate, self.run.policy, self.run.tokenizer, batch["prompt_input_ids"].to(self.run.device),
-                          batch["prompt_attention_mask"].to(self.run.device), max_new_tokens=g.max_new_tokens,
-                          temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, num_samples=num_samples,
-                          prompts=batch["prompts"], references=batch.get("references"), seeds=seeds)
+            if not engine.keyed_sampling:
+                key = (int(self.run.cfg.trainer.seed), stream, self.iteration, attempt, self.run.process_index)
+                engine.reseed(row_seeds(*key, index=[0], num_samples=1)[0])
+            ro = engine.generate(batch, num_samples=num_samples, sampling=g, seeds=seeds)
         with self.timer("score"):
             raw = self.scorer(ro.prompts, ro.completions, references=ro.references, input_ids=ro.input_ids,
                               attention_mask=ro.attention_mask).to(self.run.device)
         return ro, raw
 
-    def rollout(self, micro_batches: list[dict], num_samples: int | None = None) -> Rollout:
+    def rollout(self, micro_batches: list[dict], num_samples: int | None = None, *, attempt: int = 0) -> Rollout:
         """Generate ``num_samples`` responses for every prompt of the step's micro-batches and
         score them; ``rollout.scores`` holds the scores after the missing-EOS penalty and
-        ``self.raw_scores`` the reward's own values."""
+        ``self.raw_scores`` the reward's own values. ``attempt`` (0, 1, ...) keys fresh samples
+        of the same prompts within one iteration (e.g. to refill groups with no reward spread)."""
         batch = concat_prompt_batches(micro_batches, pad_token_id(self.run.policy, self.run.tokenizer))
-        ro, self.raw_scores = self._sample(batch, num_samples or self.cfg.num_samples)
+        ro, self.raw_scores = self._sample(batch, num_samples or self.cfg.num_samples, attempt=attempt)
         ro.scores = apply_missing_eos_penalty(self.raw_scores, ro.has_eos, self.cfg.reward.missing_eos_penalty)
         return ro
 
@@ -153,6 +178,7 @@ class OnlineAlgorithm(Algorithm):
         return {"iteration": self.iteration, "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
+        self.engine_stale = True  # the policy's weights come from the checkpoint
         self.iteration = int(state.get("iteration", 0))
         if "generator" in state:
             self.generator.set_state(state["generator"])

@@ -447,7 +447,8 @@ class Trainer:
         lr = self.state.scheduler.get_last_lr()[0]
         self.state.scheduler.step()
         self.state.optimizer.zero_grad(set_to_none=True)
-        return {"grad_norm": grad_norm, "lr": lr}
+        self._last_optimizer_step = {"grad_norm": grad_norm, "lr": lr}
+        return dict(self._last_optimizer_step)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         step = self.state.step if step is None else step
@@ -657,8 +658,13 @@ class Trainer:
                 self._interrupt(signum)
             micro = [self.to_device(st.data.next()) for _ in range(tcfg.grad_accum)]
             st.step += 1
+            self._last_optimizer_step = {}
             with self.accelerator.autocast():
-                metrics = _reduce_metrics(self.accelerator, self.algorithm.train_step(micro))
+                raw = self.algorithm.train_step(micro)
+            self.algorithm.end_step()
+            # a custom train_step that drops them still logs the last step's grad norm and lr
+            raw = {**self._last_optimizer_step, **raw}
+            metrics = _reduce_metrics(self.accelerator, raw)
             if not math.isfinite(metrics.get("loss", 0.0)):
                 raise NonFiniteError(f"the loss is {metrics.get('loss')} at step {st.step}",
                                      "lower trainer.lr or check the data; resume from the last checkpoint with "

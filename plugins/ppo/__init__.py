@@ -14,6 +14,11 @@ One training step (one *iteration*) on the step's prompt batches:
    step of ``pg + vf_coef * vf`` (``alignkit.ops.ppo_loss`` / ``value_loss``);
 5. the adaptive KL controller sees the rollout's mean sequence KL.
 
+With a rollout engine that reports its own log-probs of the sampled tokens, the gap to the
+trainer's is logged (``rollout/logprob_gap_abs``, ``rollout/tis_weight``); ``tis_cap`` turns on
+truncated importance sampling (Yao et al. 2025): each token's advantage is multiplied by
+``min(exp(old_logp - engine_logp), tis_cap)`` (:func:`alignkit.losses.truncated_is_weights`).
+
 The value function (``value_model``) is a linear head on the policy's hidden states
 (``head``, shares the trunk) or a separate model initialised from the reward model
 (``reward``, needs ``reward.model_path``); it is returned by :meth:`PPO.extra_modules`,
@@ -25,14 +30,15 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
+from omegaconf import OmegaConf
 
 from alignkit import AlgorithmSpec, hookimpl, ops
 from alignkit.api import (
     check, MetricMeans, minibatches, OnlineAlgorithm, RewardConfig, SamplingConfig, unwrap_model, UserError,
 )
 from alignkit.losses import (
-    AdaptiveKLController, explained_variance, FixedKLController, kl_per_token, masked_whiten_across,
-    ScoreNormalizer, sequence_kl, shape_rewards,
+    AdaptiveKLController, engine_gap_metrics, explained_variance, FixedKLController, kl_per_token,
+    masked_whiten_across, ScoreNormalizer, sequence_kl, shape_rewards, truncated_is_weights,
 )
 
 from .value import SeparateValueModel, ValueHead, policy_logprobs_and_values
@@ -63,6 +69,7 @@ class PPOConfig:
     entropy_coef: float = 0.0  # entropy bonus weight
     agg: str = "token-mean"  # token-mean | seq-mean-token-mean | seq-mean-token-sum
     value_model: str = "head"  # head (on the policy) | reward (separate, from reward.model_path)
+    tis_cap: Optional[float] = None  # truncated importance sampling cap C on trainer/engine ratios (null = off)
     log_samples: int = 4  # responses written to samples.jsonl per iteration
 
     def __post_init__(self) -> None:
@@ -70,7 +77,7 @@ class PPOConfig:
               clip_eps="> 0", clip_eps_high="> 0", dual_clip="> 1", vf_coef=">= 0", vf_clip="> 0",
               gamma="in [0, 1]", lam="in [0, 1]", kl_coef=">= 0", kl_estimator="one of k1|k3", kl_target="> 0",
               kl_horizon="> 0", entropy_coef=">= 0", agg="one of token-mean|seq-mean-token-mean|seq-mean-token-sum",
-              value_model="one of head|reward", log_samples=">= 0")
+              value_model="one of head|reward", tis_cap="> 0", log_samples=">= 0")
 
 
 class PPO(OnlineAlgorithm):
@@ -134,6 +141,12 @@ class PPO(OnlineAlgorithm):
             if c.whiten_advantages:  # over the whole rollout, i.e. over every process's rows
                 adv = (ops.masked_whiten(adv, mask) if self.run.num_processes == 1
                        else masked_whiten_across(adv, mask, self.run.all_reduce_sum))
+            gap = {}
+            if ro.engine_logprobs is not None:
+                gap = engine_gap_metrics(old_logp, ro.engine_logprobs.to(old_logp.device), mask, c.tis_cap)
+            if c.tis_cap is not None:
+                adv = adv * truncated_is_weights(old_logp, self._engine_logprobs(ro).to(old_logp.device), mask,
+                                                 c.tis_cap)  # [N, T-1]
             means = MetricMeans()
             for _ in range(c.ppo_epochs):
                 for idx in minibatches(len(ro), c.num_minibatches, self.generator):
@@ -161,12 +174,21 @@ class PPO(OnlineAlgorithm):
             "ppo/explained_variance": explained_variance(old_values, returns, mask),
             "ppo/returns_mean": float(returns[mask].mean()),
             "ppo/values_mean": float(old_values[mask].mean()),
+            **gap,
             **means.result(),
             **self.pop_times(),
         }
         self.write_samples(ro)
-        self.iteration += 1
         return metrics
+
+    def _engine_logprobs(self, ro) -> torch.Tensor:
+        """``ro.engine_logprobs``, or a one-line error naming the rollout engine when it reported none."""
+        if ro.engine_logprobs is None:
+            engine = OmegaConf.select(self.run.cfg, "rollout.engine", default=None) or "hf"
+            raise UserError(f"algo.tis_cap={self.cfg.tis_cap} needs the rollout engine's log-probs of the sampled "
+                            f"tokens, but rollout.engine={engine} reports none",
+                            "use a rollout.engine that reports them (vllm), or set algo.tis_cap=null")
+        return ro.engine_logprobs
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "kl_ctl": self.kl_ctl.state_dict(), "value": self.value.state_dict(),

@@ -103,7 +103,6 @@ class RAFT(OnlineAlgorithm):
                    "raft/kept_score": float(self.raw_scores[keep].mean()),
                    "raft/kept": float(len(kept)), **means.result(), **self.pop_times()}
         self.write_samples(ro)
-        self.iteration += 1
         return metrics
 
 
