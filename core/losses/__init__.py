@@ -11,6 +11,7 @@ from alignkit.losses.ppo import (  # noqa: F401
     AdaptiveKLController,
     FixedKLController,
     apply_missing_eos_penalty,
+    engine_gap_metrics,
     explained_variance,
     group_advantages,
     kl_per_token,
@@ -18,4 +19,5 @@ from alignkit.losses.ppo import (  # noqa: F401
     ScoreNormalizer,
     sequence_kl,
     shape_rewards,
+    truncated_is_weights,
 )

@@ -20,6 +20,9 @@ themselves are ops (:mod:`alignkit.ops`: ``ppo_loss``, ``value_loss``, ``gae``,
 * :class:`ScoreNormalizer` -- running mean and standard deviation of every score seen
   so far, to put scores in units of their spread before the KL penalty is applied
   (PPO and RLOO ``normalize_scores``).
+* :func:`truncated_is_weights` / :func:`engine_gap_metrics` -- the gap between the trainer's
+  and the rollout engine's log-probs of the sampled tokens, and the truncated importance
+  sampling weights that correct for it (Yao et al. 2025).
 
 All ``[B, T]`` tensors are aligned with :func:`alignkit.modeling.token_logprobs`:
 entry ``t`` scores token ``t + 1`` of the sequence, and ``mask`` marks response
@@ -32,7 +35,8 @@ import torch
 __all__ = [
     "KL_ESTIMATORS", "kl_per_token", "shape_rewards", "apply_missing_eos_penalty", "last_valid_index",
     "AdaptiveKLController", "FixedKLController", "explained_variance", "group_advantages",
-    "sequence_kl", "GROUP_ADVANTAGES", "masked_whiten_across", "ScoreNormalizer",
+    "sequence_kl", "GROUP_ADVANTAGES", "masked_whiten_across", "ScoreNormalizer", "truncated_is_weights",
+    "engine_gap_metrics",
 ]
 
 KL_ESTIMATORS = ("k1", "k3")
@@ -245,3 +249,36 @@ def group_advantages(scores: torch.Tensor, group_size: int, kind: str = "grpo", 
     else:
         adv = centred
     return adv.reshape(-1)
+
+
+@torch.no_grad()
+def truncated_is_weights(old_logp: torch.Tensor, engine_logp: torch.Tensor, mask: torch.Tensor,
+                         cap: float | None) -> torch.Tensor:
+    """Truncated importance sampling weights ``[B, T]`` (Yao et al. 2025) for tokens sampled by a
+    rollout engine whose probabilities differ from the trainer's: ``w_t = min(exp(old_logp_t -
+    engine_logp_t), cap)`` (no cap when ``cap`` is None), 0 where ``mask`` is False; no gradient.
+
+    ``old_logp`` is the trainer's log-prob of the sampled token when it was sampled. Since
+    ``w_t > 0``, multiplying the advantage ``A_t`` by ``w_t`` multiplies the clipped surrogate
+    ``max(-A_t r_t, -A_t clip(r_t))`` by ``w_t`` exactly. Example: ``old = [-1, -2]``,
+    ``engine = [-1.5, -0.5]``, cap 1.5: ``[min(e^0.5, 1.5), e^-1.5] = [1.5, 0.2231]``.
+    """
+    w = torch.exp(old_logp.float() - engine_logp.float())  # [B, T]
+    if cap is not None:
+        w = w.clamp(max=float(cap))
+    return torch.where(mask.bool(), w, torch.zeros_like(w))
+
+
+@torch.no_grad()
+def engine_gap_metrics(old_logp: torch.Tensor, engine_logp: torch.Tensor, mask: torch.Tensor,
+                       cap: float | None = None) -> dict[str, float]:
+    """How far the rollout engine's log-probs are from the trainer's, over ``mask``'s tokens:
+    ``rollout/logprob_gap_abs`` = mean ``|old_logp - engine_logp|`` and ``rollout/tis_weight`` = mean
+    :func:`truncated_is_weights` (with ``cap``). Example: ``old = [-1, -2]``, ``engine = [-1.5, -0.5]``:
+    gap ``(0.5 + 1.5) / 2 = 1``; with cap 1.5 the weight ``(1.5 + 0.2231) / 2 = 0.8616``."""
+    m = mask.bool()
+    n = m.sum().clamp(min=1)
+    diff = (old_logp.float() - engine_logp.float()).abs()  # [B, T]
+    gap = torch.where(m, diff, torch.zeros_like(diff))
+    w = truncated_is_weights(old_logp, engine_logp, m, cap)
+    return {"rollout/logprob_gap_abs": float(gap.sum() / n), "rollout/tis_weight": float(w.sum() / n)}
