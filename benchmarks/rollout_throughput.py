@@ -58,13 +58,14 @@ def measure(args: argparse.Namespace) -> dict:
     start_s = time.perf_counter() - t0
     gen_kw = dict(num_samples=args.samples, sampling=g)
 
-    def rollout(r: int):
-        seeds = row_seeds(0, "bench", r, index=list(range(len(prompts))), num_samples=args.samples)
+    def rollout(r: int, b: dict = batch):
+        seeds = row_seeds(0, "bench", r, index=b["index"].tolist(), num_samples=args.samples)
         if not engine.keyed_sampling:
             engine.reseed(r)
-        return engine.generate(batch, seeds=seeds, **gen_kw)
+        return engine.generate(b, seeds=seeds, **gen_kw)
 
-    rollout(-1)  # warm-up (first-call allocations, kernel selection)
+    warm = {k: (v[:4] if k != "index" else v[:4]) for k, v in batch.items()}
+    rollout(-1, warm)  # warm-up on 4 prompts (first-call allocations, kernel selection)
     times, tokens = [], []
     for r in range(args.rounds):
         t = time.perf_counter()

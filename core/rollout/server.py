@@ -42,11 +42,24 @@ def main(argv: list[str]) -> int:
     print(f"alignkit: serving {cfg.model.name} at http://{r.host}:{r.port} "
           f"(train with rollout.engine=vllm rollout.mode=server rollout.server_url=http://{r.host}:{r.port})",
           flush=True)
+    server = subprocess.Popen(cmd, env=env)
+
+    def stop(signum, frame):  # SIGTERM / SIGINT reach the server and its engine processes too
+        server.send_signal(signum)
+
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
     try:
-        return subprocess.call(cmd, env=env)
-    except KeyboardInterrupt:
-        return 130
+        while True:
+            try:
+                return server.wait()
+            except KeyboardInterrupt:
+                continue
     finally:
+        if server.poll() is None:
+            server.kill()
         import shutil
 
         shutil.rmtree(folder, ignore_errors=True)

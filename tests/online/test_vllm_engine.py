@@ -177,3 +177,16 @@ def test_server_mode_against_a_local_rollout_server(tmp_path):
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+    assert server.returncode is not None and _port_closed(port)  # SIGTERM stopped the vLLM server too
+
+
+def _port_closed(port: int, wait_s: float = 30.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                return True
+        time.sleep(0.5)
+    return False
