@@ -25,6 +25,10 @@
   their subtree. Each is counted (``deleted``, ``synthetic``, ``unranked``, ``orphan``), as
   are trees without an answered prompt (``no_reply``).
 
+* ``gsm8k`` (GSM8K and files like it): ``question``, ``answer`` whose final answer follows the
+  last ``####`` -> ``prompt`` with the question as the prompt and ``reference`` the final answer
+  (commas removed: ``#### 1,200`` -> ``"1200"``), what the verifiable rewards compare against.
+
 The Alpaca / Self-Instruct format (``instruction``, ``input``, ``output``) is ``alpaca``
 (:mod:`alignkit.datagen.plugin`), which uses :func:`instruction_prompt` from here.
 
@@ -40,7 +44,7 @@ from typing import Any
 from alignkit.data.formats import DataFormatSpec, FormatError, RecordError, SkipRecord, present_fields
 
 __all__ = ["CORPUS_FORMATS", "instruction_prompt", "text_field", "sharegpt_messages",
-           "oasst_trees"]
+           "oasst_trees", "gsm8k_final_answer"]
 
 
 def text_field(record: dict, fields: dict, name: str, required: bool = True) -> str:
@@ -67,6 +71,27 @@ def instruction_prompt(record: dict, fields: dict, extra: str = "input") -> str:
 def _dolly(record: dict, fields: dict) -> dict:
     return {"prompt": instruction_prompt(record, fields, "context"),
             "completion": text_field(record, fields, "response")}
+
+
+# -- GSM8K --------------------------------------------------------------------------------
+
+GSM8K_MARK = "####"
+
+
+def gsm8k_final_answer(answer: str, col: str = "answer") -> str:
+    """The final answer of a GSM8K solution (field ``col``): the text after the last ``####``, commas removed."""
+    cut = answer.rfind(GSM8K_MARK)
+    final = answer[cut + len(GSM8K_MARK):].replace(",", "").strip() if cut >= 0 else ""
+    if not final:
+        raise FormatError(f"field {col!r} has no final answer after '{GSM8K_MARK}' (it ends {answer[-40:]!r}; "
+                          f"answers without one load as format: prompt with fields: {{prompt: question, "
+                          f"reference: {col}}})")
+    return final
+
+
+def _gsm8k(record: dict, fields: dict) -> dict:
+    return {"prompt": text_field(record, fields, "question"),
+            "reference": gsm8k_final_answer(text_field(record, fields, "answer"), fields.get("answer", "answer"))}
 
 
 # -- ShareGPT -------------------------------------------------------------------------------
@@ -229,6 +254,8 @@ def _oasst_ranked(rows: list[dict], fields: dict, skipped: Counter) -> list[dict
 CORPUS_FORMATS = [
     DataFormatSpec("dolly", "sft", _dolly, ("instruction", "context", "response"),
                    "Dolly: instruction [+ context] + response"),
+    DataFormatSpec("gsm8k", "prompt", _gsm8k, ("question", "answer"),
+                   "GSM8K: question + answer ending '#### <final answer>' (the reference)"),
     DataFormatSpec("sharegpt", "sft", _sharegpt, ("conversations",), "ShareGPT 'conversations' of from/value turns"),
     DataFormatSpec("oasst", "sft", None, ("message_id", "parent_id", "role", "text"),
                    "OpenAssistant message trees: the best-ranked conversation of each tree",

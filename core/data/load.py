@@ -4,8 +4,8 @@ Each source of a data config is read (local json/jsonl/parquet/csv, optionally
 gzip, ``pkg://alignkit/<path>`` for files shipped in the package, or a hub data
 set name), converted record by record by its format, shuffled with the
 data seed, cut to ``max_examples``, and split into train and held-out parts
-(``eval_size``). Train parts are mixed by weight; held-out parts are
-concatenated.
+(``eval_size``; a source with ``eval_only: true`` is held out whole). Train
+parts are mixed by weight; held-out parts are concatenated.
 
 A path with a data-file suffix, ``pkg://``, or one that can only be local
 (absolute, ``./``, ``../``, ``~``) is always a local file: when it is missing the
@@ -330,6 +330,10 @@ def load_source(src, formats: dict, want_kind: str, seed: int, index: int = 0, s
     random.Random(seed).shuffle(examples)
     if src.max_examples is not None:
         examples = examples[: src.max_examples]
+    if getattr(src, "eval_only", False):
+        log.info("%s: %d examples (%s -> %s), all held out (eval_only)", records.desc, len(examples), spec.name,
+                 want_kind)
+        return [], examples
     n_eval = int(round(src.eval_size * len(examples))) if src.eval_size < 1 else int(src.eval_size)
     if n_eval >= len(examples):
         raise DataError(f"{records.desc}: eval_size={src.eval_size} leaves no training examples out of "
@@ -371,5 +375,6 @@ def load_data(data_cfg, formats: dict, want_kind: str) -> LoadedData:
             skipped[_source_key(j)] = dict(sorted(left_out.items()))
         if langs:
             languages[_source_key(j)] = dict(sorted(langs.items()))
-    return LoadedData(mix(trains, [s.weight for s in data_cfg.sources], data_cfg.shuffle_seed),
-                      [e for ev in evals for e in ev], want_kind, skipped, languages)
+    trained = [(tr, s.weight) for tr, s in zip(trains, data_cfg.sources) if not getattr(s, "eval_only", False)]
+    train = mix([t for t, _ in trained], [w for _, w in trained], data_cfg.shuffle_seed) if trained else []
+    return LoadedData(train, [e for ev in evals for e in ev], want_kind, skipped, languages)

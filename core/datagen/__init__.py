@@ -9,7 +9,8 @@ Steps (``alignkit data <step> [key=value ...]``), one module each:
 * ``sdf`` (:mod:`~alignkit.datagen.sdf`): self-distillation with feedback on every dialogue turn;
 * ``translate`` (:mod:`~alignkit.datagen.translate`): post-answering / post-translating, language-checked;
 * ``dedup`` (:mod:`~alignkit.datagen.dedup`): exact and near duplicates;
-* ``mix`` (:mod:`~alignkit.datagen.mix`): weighted mixtures of sources.
+* ``mix`` (:mod:`~alignkit.datagen.mix`): weighted mixtures of sources;
+* ``arithmetic`` (:mod:`~alignkit.datagen.arithmetic`): a verifiable task, disjoint train/held-out files.
 
 Plugins add steps through the ``alignkit_register_data_steps`` hook with a
 :class:`DataStepSpec`; a step is a config dataclass (deriving from :class:`StepConfig` or

@@ -26,6 +26,7 @@ examples:
   alignkit data translate mode=post-answering input=tasks.jsonl output=tasks_de.jsonl target_languages=[de]
   alignkit data dedup inputs=[a.jsonl,b.jsonl] output=unique.jsonl
   alignkit data mix sources='[{{path: a.jsonl, weight: 2}}, {{path: b.jsonl}}]' output=mix.jsonl
+  alignkit data arithmetic output=arith/train.jsonl test_output=arith/test.jsonl train=2000 test=300 seed=0
 """
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from alignkit import hookimpl
 from alignkit.data.corpora import instruction_prompt, text_field
 from alignkit.data.formats import DataFormatSpec
+from alignkit.datagen.arithmetic import ArithmeticConfig, run_arithmetic
 from alignkit.datagen.dedup import DedupConfig, run_dedup
 from alignkit.datagen.mix import MixConfig, run_mix
 from alignkit.datagen.pairs import PairsConfig, run_pairs
@@ -54,6 +55,8 @@ BUILTIN_STEPS = [
                  "multilingual data: post-answering or post-translating, language-checked (py3langid), chrF"),
     DataStepSpec("dedup", DedupConfig, run_dedup, "remove exact and near duplicates (MinHash LSH) across files"),
     DataStepSpec("mix", MixConfig, run_mix, "weighted mixture of sources in one file, with per-source counts"),
+    DataStepSpec("arithmetic", ArithmeticConfig, run_arithmetic,
+                 "arithmetic problems with integer answers (prompt + reference), disjoint train/held-out files"),
 ]
 
 

@@ -15,6 +15,9 @@ selected with ``algo.reward.function=<name>``; keyword arguments come from
 * ``lexicon`` -- occurrences of words from ``words`` (default: a small list of
   friendly words) per word of the completion, in [0, 1]; a cheap "be positive" reward
   for demos with real models.
+
+Verifiable rewards (``exact_match``, ``numeric_match``, ``math_verify``: the completion's final
+answer against the prompt's ``reference``) are in :mod:`alignkit.plugins.rewards.verifiable`.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import re
 from typing import Sequence
 
 from alignkit import hookimpl
+from .verifiable import exact_match, math_verify, numeric_match
 
 _WORD = re.compile(r"[A-Za-z']+")
 FRIENDLY = ("thank", "thanks", "glad", "happy", "great", "good", "love", "wonderful", "kind", "please",
@@ -65,4 +69,5 @@ def lexicon(prompts: Sequence, completions: Sequence[str], *,
 
 @hookimpl
 def alignkit_register_reward_functions():
-    return {f.__name__: f for f in (char_frequency, length_target, distinct_words, lexicon)}
+    return {f.__name__: f for f in (char_frequency, length_target, distinct_words, lexicon, exact_match,
+                                    numeric_match, math_verify)}

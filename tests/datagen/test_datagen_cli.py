@@ -57,7 +57,7 @@ def test_config_errors_and_a_run_through_the_cli(tmp_path, capsys, monkeypatch):
     assert main(["select", "output=k.jsonl"]) == 2
     assert capsys.readouterr().err == "alignkit: alignkit data select needs input; pass input=...\n"
     assert main(["selekt"]) == 2
-    assert "unknown data step 'selekt'; choose one of: dedup, mix, pairs" in capsys.readouterr().err
+    assert "unknown data step 'selekt'; choose one of: arithmetic, dedup, mix, pairs" in capsys.readouterr().err
     assert main(["select", "input=s.jsonl", "output=k.jsonl", "threshold=4"]) == 0
     assert "counts: dropped 1, input 2, kept 1" in capsys.readouterr().out
     assert read_jsonl(tmp_path / "k.jsonl") == [{"id": 2, "score": 4.5}]

@@ -2,6 +2,8 @@
 token_logprobs) and reward scoring (functions, reward model, per-example determinism)."""
 from types import SimpleNamespace
 
+import inspect
+
 import pytest
 import torch
 
@@ -86,9 +88,11 @@ def test_reward_functions_are_per_example_and_deterministic():
     comps = ["eee", "", "the cat sat on the mat", "thanks, glad to help"]
     prompts = ["p"] * len(comps)
     for name, f in rewards.alignkit_register_reward_functions().items():
-        batch = f(prompts, comps)
-        alone = [f(["p"], [c])[0] for c in comps]
-        assert batch == alone == f(prompts, comps), name
+        refs = {"references": ["12"] * len(comps)} if "references" in inspect.signature(f).parameters else {}
+        one = {"references": ["12"]} if refs else {}
+        batch = f(prompts, comps, **refs)
+        alone = [f(["p"], [c], **one)[0] for c in comps]
+        assert batch == alone == f(prompts, comps, **refs), name
     assert rewards.char_frequency(["p"], ["eEa", ""]) == [2 / 3, 0.0]
     assert rewards.length_target(["p"] * 2, ["abcd", "a b"], target=2) == [-1.0, 0.5 - 1.0]
     assert rewards.length_target(["p"], ["a b"], target=2, unit="words") == [0.0]
