@@ -2,7 +2,7 @@
 the ``vllm`` engine, same model, prompts, sampling and lengths, each in its own process.
 
     python benchmarks/rollout_throughput.py                      # both engines, SmolLM2-135M-Instruct
-    python benchmarks/rollout_throughput.py --engines vllm --dtype bfloat16
+    python benchmarks/rollout_throughput.py --engines hf,vllm,vllm:bfloat16    # engine[:engine dtype]
 
 Defaults: 64 prompts of the bundled arithmetic task x 4 samples x <= 64 new tokens, temperature 1.
 Reports generated tokens per second (stop tokens included), the engine's start time, and the
@@ -89,7 +89,7 @@ def _asset(name: str) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--engines", default="hf,vllm")
+    p.add_argument("--engines", default="hf,vllm,vllm:bfloat16")
     p.add_argument("--engine", help=argparse.SUPPRESS)  # one engine, in this process (used by the driver)
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--prompts", type=int, default=64)
@@ -104,9 +104,11 @@ def main() -> None:
         print("RESULT " + json.dumps(measure(args)), flush=True)
         return
     rows = []
-    for engine in args.engines.split(","):
-        cmd = [sys.executable, __file__, "--engine", engine] + [a for a in sys.argv[1:]
-                                                                 if not a.startswith("--engines")]
+    for spec in args.engines.split(","):  # engine or engine:dtype
+        engine, _, dtype = spec.partition(":")
+        cmd = [sys.executable, __file__, "--engine", engine, "--model", args.model, "--prompts", str(args.prompts),
+               "--samples", str(args.samples), "--max-new-tokens", str(args.max_new_tokens), "--rounds",
+               str(args.rounds), "--dtype", dtype or args.dtype, *(["--compile"] if args.compile else [])]
         out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
         line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:

@@ -64,6 +64,18 @@ def _perturb(model, seed):
             p.add_(torch.randn(p.shape, generator=g) * 0.5)
 
 
+def _sync_changes_greedy_samples(run, engine, batch, seed):
+    """Perturb the policy, sync it to the engine, and check the engine's greedy responses changed;
+    returns the rollout after the sync."""
+    greedy = SamplingConfig(max_new_tokens=12, temperature=0.0)
+    before = engine.generate(batch, num_samples=1, sampling=greedy)
+    _perturb(run.policy, seed)
+    engine.sync_weights()
+    after = engine.generate(batch, num_samples=1, sampling=greedy)
+    assert not torch.equal(before.input_ids, after.input_ids)
+    return after
+
+
 @pytest.fixture(scope="module")
 def colocated():
     from alignkit.rollout.vllm_engine import VLLMEngine
@@ -98,12 +110,7 @@ def test_engine_samples_the_trainers_tokens_with_its_logprobs(colocated):
 def test_weight_sync_changes_the_samples(colocated):
     run, engine = colocated
     batch = _batch(run)
-    greedy = SamplingConfig(max_new_tokens=12, temperature=0.0)
-    before = engine.generate(batch, num_samples=1, sampling=greedy)
-    _perturb(run.policy, 1)
-    engine.sync_weights()
-    after = engine.generate(batch, num_samples=1, sampling=greedy)
-    assert not torch.equal(before.input_ids, after.input_ids)
+    after = _sync_changes_greedy_samples(run, engine, batch, seed=1)
     # the engine now samples the new policy: its greedy tokens are the trainer's argmax
     with torch.no_grad():
         logits = run.policy(input_ids=after.input_ids, attention_mask=after.attention_mask).logits  # [N, T, V]
@@ -161,12 +168,7 @@ def test_server_mode_against_a_local_rollout_server(tmp_path):
         ro = engine.generate(batch, num_samples=2, sampling=SAMPLING)
         assert len(ro) == 6
         _check_matches_trainer(run, ro)
-        greedy = SamplingConfig(max_new_tokens=12, temperature=0.0)
-        before = engine.generate(batch, num_samples=1, sampling=greedy)
-        _perturb(run.policy, 2)
-        engine.sync_weights()
-        after = engine.generate(batch, num_samples=1, sampling=greedy)
-        assert not torch.equal(before.input_ids, after.input_ids)
+        _sync_changes_greedy_samples(run, engine, batch, seed=2)
         engine.reseed(11)
         _check_matches_trainer(run, engine.generate(batch, num_samples=2, sampling=SAMPLING))
         engine.close()
