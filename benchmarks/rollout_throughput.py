@@ -64,7 +64,7 @@ def measure(args: argparse.Namespace) -> dict:
             engine.reseed(r)
         return engine.generate(b, seeds=seeds, **gen_kw)
 
-    warm = {k: (v[:4] if k != "index" else v[:4]) for k, v in batch.items()}
+    warm = {k: v[:4] for k, v in batch.items()}
     rollout(-1, warm)  # warm-up on 4 prompts (first-call allocations, kernel selection)
     times, tokens = [], []
     for r in range(args.rounds):

@@ -52,11 +52,7 @@ def main(argv: list[str]) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, stop)
     try:
-        while True:
-            try:
-                return server.wait()
-            except KeyboardInterrupt:
-                continue
+        return server.wait()
     finally:
         if server.poll() is None:
             server.kill()

@@ -50,16 +50,13 @@ def import_vllm():
     """``vllm``, or a one-line :class:`UserError` saying how to install it."""
     try:
         import vllm
-    except ImportError as exc:
+    except (ImportError, RuntimeError) as exc:  # RuntimeError: a torchvision operator missing for this torch
         if "torchvision" in str(exc) or "torchaudio" in str(exc):
             raise UserError(f"vLLM fails to import next to this torch build ({exc})",
                             "pip uninstall -y torchvision torchaudio (or install the builds matching torch)") from exc
+        if isinstance(exc, RuntimeError):
+            raise
         raise UserError("rollout.engine=vllm needs vLLM, which is not installed", INSTALL_HINT) from exc
-    except RuntimeError as exc:  # a torchvision operator missing for this torch build
-        if "torchvision" in str(exc):
-            raise UserError(f"vLLM fails to import next to this torch build ({exc})",
-                            "pip uninstall -y torchvision torchaudio (or install the builds matching torch)") from exc
-        raise
     return vllm
 
 
